@@ -1,0 +1,35 @@
+# The two commands: `make run` (the assistant, local chat) and `make test` (the test suite).
+PY := .venv/bin/python
+GUICHET := .venv/bin/guichet
+export SQLALCHEMY_SILENCE_UBER_WARNING := 1
+export TF_CPP_MIN_LOG_LEVEL := 3
+
+.PHONY: setup train run test eval stories nlu-report lock clean
+
+setup:
+	@bash scripts/setup.sh
+
+train: setup
+	@$(GUICHET) train
+
+run: train
+	@$(GUICHET) run
+
+test: train
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+eval: train
+	@$(GUICHET) eval ../shared/reference/dev_cases.yml --json var/eval-dev.json
+
+stories: train
+	@.venv/bin/rasa test core --stories tests/test_stories.yml --out var/stories-results --fail-on-prediction-errors > var/stories.log 2>&1 && tail -5 var/stories.log
+
+nlu-report: setup
+	@.venv/bin/rasa test nlu --nlu data/nlu --cross-validation --folds 3 --out var/nlu-report > var/nlu-report.log 2>&1; tail -5 var/nlu-report.log
+
+lock:
+	@.venv/bin/uv pip compile pyproject.toml --extra test --python .venv/bin/python -o requirements.lock --quiet --no-header
+	@sed -i '1i # Lock file: regenerate with `make lock` (uv pip compile pyproject.toml --extra test, Python 3.10).' requirements.lock
+
+clean:
+	rm -rf var models .pytest_cache

@@ -1,0 +1,324 @@
+"""Rasa custom actions: thin adapters between Rasa's tracker and the domain in bot/.
+
+Each action reads what Rasa understood (intent, text, slots), calls bot.assistant, utters the
+texts (tagged with their outcome in the message metadata) and returns the Rasa events.
+Blocking database work runs in a worker thread so the action server's event loop stays free.
+"""
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+import datetime as dt
+from typing import Any, Dict, List, Optional, Text
+
+from rasa_sdk import Action, FormValidationAction, Tracker
+from rasa_sdk.events import (
+    ActionExecuted,
+    ActiveLoop,
+    ConversationPaused,
+    EventType,
+    SessionStarted,
+    SlotSet,
+)
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.types import DomainDict
+
+from bot.assistant import Assistant, Conversation, Reply, TicketDraft, get_assistant
+from bot.settings import get_settings
+from bot.textnorm import clean_citizen_text
+
+TICKET_SLOTS = ("ticket_service", "ticket_kind", "ticket_description", "ticket_location",
+                "ticket_detail", "ticket_need_location", "ticket_need_detail")
+MISUNDERSTOOD_INTENTS = ("nlu_fallback", "gibberish")
+HANDOFF_REASON_BY_INTENT = {
+    "handoff_human": "human_request",
+    "handoff_insult": "insult",
+    "handoff_threat": "threat",
+    "handoff_press": "press",
+    "handoff_legal": "legal",
+    "handoff_person_complaint": "person_complaint",
+    "handoff_personal_data": "personal_data",
+    "urgence_violence": "distress_violence",
+    "urgence_danger": "distress_danger",
+    "urgence_detresse": "distress_suicide",
+}
+
+
+# --- helpers ----------------------------------------------------------------------------------
+def now_for(tracker: Tracker) -> dt.datetime:
+    """The current time; the evaluation harness may pin it through message metadata."""
+    if get_settings().trust_client_clock:
+        pinned = (tracker.latest_message.get("metadata") or {}).get("now")
+        if pinned:
+            moment = dt.datetime.fromisoformat(pinned)
+            if moment.tzinfo is None:
+                import pytz
+
+                moment = pytz.timezone("Europe/Paris").localize(moment)
+            return moment
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def conversation_for(tracker: Tracker) -> Conversation:
+    metadata = tracker.latest_message.get("metadata") or {}
+    name = metadata.get("citizen_name") if isinstance(metadata, dict) else None
+    return Conversation(
+        id=tracker.sender_id,
+        channel=tracker.get_latest_input_channel() or "rest",
+        citizen_name=name,
+        message_id=tracker.latest_message.get("message_id"),
+    )
+
+
+def latest_text(tracker: Tracker) -> str:
+    return clean_citizen_text(tracker.latest_message.get("text") or "")
+
+
+def latest_intent(tracker: Tracker) -> Optional[str]:
+    return (tracker.latest_message.get("intent") or {}).get("name")
+
+
+def say(dispatcher: CollectingDispatcher, reply: Reply) -> None:
+    for text in reply.texts:
+        dispatcher.utter_message(text=text, outcome=reply.outcome)
+
+
+def reset_ticket_slots() -> List[EventType]:
+    return [SlotSet(name, None) for name in TICKET_SLOTS]
+
+
+def draft_slots(draft: TicketDraft) -> Dict[str, Any]:
+    return {
+        "ticket_service": draft.service,
+        "ticket_kind": draft.kind,
+        "ticket_description": draft.description,
+        "ticket_location": draft.location,
+        "ticket_need_location": draft.need_location,
+        "ticket_need_detail": draft.need_detail,
+    }
+
+
+def draft_from_slots(tracker: Tracker) -> TicketDraft:
+    return TicketDraft(
+        service=tracker.get_slot("ticket_service"),
+        kind=tracker.get_slot("ticket_kind") or "report",
+        description=tracker.get_slot("ticket_description") or "",
+        location=tracker.get_slot("ticket_location"),
+    )
+
+
+async def off_loop(function, *args):
+    return await asyncio.to_thread(function, *args)
+
+
+class GuichetAction(Action, ABC):
+    """Base class: one `handle` per action, with the assistant, the time and the conversation."""
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                  domain: DomainDict) -> List[EventType]:
+        assistant = get_assistant()
+        return await off_loop(self.handle, assistant, dispatcher, tracker, now_for(tracker))
+
+    @abstractmethod
+    def handle(self, assistant: Assistant, dispatcher: CollectingDispatcher, tracker: Tracker,
+               now: dt.datetime) -> List[EventType]:
+        """Do the work (in a worker thread) and return the Rasa events."""
+
+
+# --- session ----------------------------------------------------------------------------------
+class ActionSessionStart(GuichetAction):
+    """New session: stay silent if the conversation is still with the community manager."""
+
+    def name(self) -> Text:
+        return "action_session_start"
+
+    def handle(self, assistant, dispatcher, tracker, now):
+        events: List[EventType] = [SessionStarted(), ActionExecuted("action_listen")]
+        if assistant.store.open_handoff(tracker.sender_id) is not None:
+            events.append(ConversationPaused())
+        return events
+
+
+# --- plain answers ----------------------------------------------------------------------------
+class ActionSmalltalk(GuichetAction):
+    def name(self) -> Text:
+        return "action_smalltalk"
+
+    def handle(self, assistant, dispatcher, tracker, now):
+        say(dispatcher, assistant.smalltalk(latest_intent(tracker) or "greet", now))
+        return [ActiveLoop(None)] + reset_ticket_slots() if tracker.active_loop_name else []
+
+
+class ActionAnswerFaq(GuichetAction):
+    def name(self) -> Text:
+        return "action_answer_faq"
+
+    def handle(self, assistant, dispatcher, tracker, now):
+        topic = (latest_intent(tracker) or "").removeprefix("faq_")
+        say(dispatcher, assistant.faq(topic, now))
+        return []
+
+
+class ActionDecline(GuichetAction):
+    def name(self) -> Text:
+        return "action_decline"
+
+    def handle(self, assistant, dispatcher, tracker, now):
+        say(dispatcher, assistant.decline(now))
+        return [ActiveLoop(None)] + reset_ticket_slots() if tracker.active_loop_name else []
+
+
+class ActionOutOfScope(GuichetAction):
+    def name(self) -> Text:
+        return "action_out_of_scope"
+
+    def handle(self, assistant, dispatcher, tracker, now):
+        say(dispatcher, assistant.out_of_scope(now))
+        return []
+
+
+class ActionTicketStatus(GuichetAction):
+    def name(self) -> Text:
+        return "action_ticket_status"
+
+    def handle(self, assistant, dispatcher, tracker, now):
+        say(dispatcher, assistant.status(conversation_for(tracker), latest_text(tracker), now))
+        return [ActiveLoop(None)] + reset_ticket_slots() if tracker.active_loop_name else []
+
+
+# --- hand-off ---------------------------------------------------------------------------------
+def hand_off(assistant: Assistant, dispatcher, tracker: Tracker, reason: str, now) -> List[EventType]:
+    reply = assistant.handoff(reason, conversation_for(tracker), latest_text(tracker), now)
+    say(dispatcher, reply)
+    return [ActiveLoop(None)] + reset_ticket_slots() + [ConversationPaused()]
+
+
+class ActionHandoff(GuichetAction):
+    def name(self) -> Text:
+        return "action_handoff"
+
+    def handle(self, assistant, dispatcher, tracker, now):
+        reason = HANDOFF_REASON_BY_INTENT.get(latest_intent(tracker) or "", "human_request")
+        return hand_off(assistant, dispatcher, tracker, reason, now)
+
+
+def misunderstood_in_a_row(tracker: Tracker) -> int:
+    """How many of the latest citizen messages (this one included) were not understood."""
+    count = 0
+    for event in reversed(tracker.events):
+        if event.get("event") == "session_started":
+            break
+        if event.get("event") != "user":
+            continue
+        intent = ((event.get("parse_data") or {}).get("intent") or {}).get("name")
+        if intent not in MISUNDERSTOOD_INTENTS:
+            break
+        count += 1
+    return count
+
+
+class ActionMisunderstood(GuichetAction):
+    """First misunderstanding: ask to rephrase. Second in a row: a person takes over."""
+
+    def name(self) -> Text:
+        return "action_misunderstood"
+
+    def handle(self, assistant, dispatcher, tracker, now):
+        if misunderstood_in_a_row(tracker) >= 2:
+            return hand_off(assistant, dispatcher, tracker, "misunderstood", now)
+        say(dispatcher, assistant.clarify(now))
+        return [ActiveLoop(None)] + reset_ticket_slots() if tracker.active_loop_name else []
+
+
+# --- tickets ----------------------------------------------------------------------------------
+class ActionStartTicket(GuichetAction):
+    """Understand the report (service, kind, place) before the form asks what is missing."""
+
+    def name(self) -> Text:
+        return "action_start_ticket"
+
+    def handle(self, assistant, dispatcher, tracker, now):
+        draft = assistant.draft_ticket(latest_intent(tracker), latest_text(tracker))
+        return [SlotSet("ticket_detail", None if draft.need_detail else draft.description)] + [
+            SlotSet(name, value) for name, value in draft_slots(draft).items()
+        ]
+
+
+class ActionAddLocation(GuichetAction):
+    """A place on its own: complete the ticket just created, or start one and ask what happened."""
+
+    def name(self) -> Text:
+        return "action_add_location"
+
+    def handle(self, assistant, dispatcher, tracker, now):
+        text = latest_text(tracker)
+        reply = assistant.add_location(conversation_for(tracker), text, now)
+        if reply is not None:
+            say(dispatcher, reply)
+            return []
+        draft = assistant.draft_ticket("inform_location", text)
+        say(dispatcher, assistant.ask_detail(now))
+        return [SlotSet(name, value) for name, value in draft_slots(draft).items()] + [
+            SlotSet("ticket_detail", None), ActiveLoop("ticket_form"), SlotSet("requested_slot", "ticket_detail"),
+        ]
+
+
+class ValidateTicketForm(FormValidationAction):
+    def name(self) -> Text:
+        return "validate_ticket_form"
+
+    async def required_slots(self, domain_slots, dispatcher, tracker, domain) -> List[Text]:
+        needed = []
+        if tracker.get_slot("ticket_need_detail"):
+            needed.append("ticket_detail")
+        if tracker.get_slot("ticket_need_location"):
+            needed.append("ticket_location")
+        return needed
+
+    async def validate_ticket_detail(self, value, dispatcher, tracker, domain) -> Dict[Text, Any]:
+        if not tracker.get_slot("ticket_need_detail"):
+            return {"ticket_detail": value}
+        text = clean_citizen_text(str(value or ""))
+        if not text:
+            return {"ticket_detail": None}
+        assistant = get_assistant()
+        draft = await off_loop(assistant.complete_detail, draft_from_slots(tracker), latest_intent(tracker), text)
+        slots = draft_slots(draft)
+        slots.update(ticket_detail=text, ticket_need_detail=False)
+        return slots
+
+    async def validate_ticket_location(self, value, dispatcher, tracker, domain) -> Dict[Text, Any]:
+        text = clean_citizen_text(str(value or ""))
+        if not tracker.get_slot("ticket_need_location"):
+            return {"ticket_location": tracker.get_slot("ticket_location")}
+        return {"ticket_location": text[:300] or None}
+
+
+class ActionAskTicketLocation(GuichetAction):
+    def name(self) -> Text:
+        return "action_ask_ticket_location"
+
+    def handle(self, assistant, dispatcher, tracker, now):
+        say(dispatcher, assistant.ask_location(now))
+        return []
+
+
+class ActionAskTicketDetail(GuichetAction):
+    def name(self) -> Text:
+        return "action_ask_ticket_detail"
+
+    def handle(self, assistant, dispatcher, tracker, now):
+        say(dispatcher, assistant.ask_detail(now))
+        return []
+
+
+class ActionCreateTicket(GuichetAction):
+    def name(self) -> Text:
+        return "action_create_ticket"
+
+    def handle(self, assistant, dispatcher, tracker, now):
+        draft = draft_from_slots(tracker)
+        if not draft.description:
+            draft.description = tracker.get_slot("ticket_detail") or latest_text(tracker)
+        say(dispatcher, assistant.create_ticket(draft, conversation_for(tracker), now))
+        return reset_ticket_slots()

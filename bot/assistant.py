@@ -1,0 +1,229 @@
+"""What the assistant says and does for each kind of citizen message.
+
+Rasa decides *which* of these to call (intents, rules, the ticket form); this module decides the
+words and the side effects (tickets, hand-offs), from the profile, the staff hours and the ticket
+table. Every reply carries its outcome tag so evaluation reads what the assistant did.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from bot import events
+from bot.hours import StaffHours
+from bot.kinds import COMPLAINT, HANDOFF, classify_kind
+from bot.location import extract_location
+from bot.models import Ticket
+from bot.profile import Profile, load_profile
+from bot.replies import Replies, load_replies
+from bot.routing import CM_QUEUE, needs_location, service_for_intent, service_from_keywords
+from bot.settings import get_settings
+from bot.tickets import NewTicket, TicketStore
+
+HANDOFF_REASONS = (
+    "human_request", "insult", "threat", "press", "legal", "person_complaint", "personal_data",
+    "misunderstood", "distress_violence", "distress_danger", "distress_suicide",
+)
+URGENT_REASONS = ("distress_violence", "distress_danger", "distress_suicide")
+SMALLTALK = ("greet", "thank", "goodbye", "bot_challenge", "affirm", "deny")
+
+
+@dataclass
+class Reply:
+    texts: list[str]
+    outcome: str | None = None  # "faq:piscine", "ticket:voirie", "handoff", "decline"...
+    ticket: Ticket | None = None
+    pause: bool = False  # hand-off: the bot stays silent until the CM closes the ticket
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: str
+    channel: str = "rest"
+    citizen_name: str | None = None
+    message_id: str | None = None
+
+
+@dataclass
+class TicketDraft:
+    """A report/request/complaint being put together, one question at a time."""
+
+    service: str | None
+    kind: str
+    description: str
+    location: str | None = None
+    need_location: bool = False
+    need_detail: bool = False
+    extra: list[str] = field(default_factory=list)
+
+    def to_slots(self) -> dict:
+        return {"ticket_service": self.service, "ticket_kind": self.kind,
+                "ticket_description": self.description, "ticket_location": self.location}
+
+
+class Assistant:
+    def __init__(self, profile: Profile, store: TicketStore, replies: Replies, hours: StaffHours):
+        self.profile = profile
+        self.store = store
+        self.replies = replies
+        self.hours = hours
+
+    # --- plain answers --------------------------------------------------------------------------
+    def _say(self, key: str, now: dt.datetime, **context) -> str:
+        return self.replies.render(key, when=self.hours.when_read(now), now=now, **context)
+
+    def smalltalk(self, intent: str, now: dt.datetime) -> Reply:
+        key = intent if intent in SMALLTALK else "greet"
+        return Reply([self._say(f"smalltalk.{key}", now)], "smalltalk")
+
+    def faq(self, topic: str, now: dt.datetime) -> Reply:
+        entry = self.profile.faq.get(topic)
+        if entry is None:
+            return self.clarify(now)
+        return Reply([self._say("faq", now, answer=entry.answer, link=entry.link)], f"faq:{topic}")
+
+    def decline(self, now: dt.datetime) -> Reply:
+        return Reply([self._say("decline", now)], "decline")
+
+    def out_of_scope(self, now: dt.datetime) -> Reply:
+        return Reply([self._say("out_of_scope", now)], "out_of_scope")
+
+    def clarify(self, now: dt.datetime) -> Reply:
+        return Reply([self._say("clarify", now)], None)
+
+    # --- tickets --------------------------------------------------------------------------------
+    def draft_ticket(self, intent: str | None, text: str) -> TicketDraft:
+        """Understand a report: which service, which kind, and what is still missing."""
+        service = service_for_intent(intent, self.profile)
+        location = extract_location(text)
+        if intent == "inform_location":
+            return TicketDraft(service=None, kind="report", description="", location=location or text,
+                               need_detail=True)
+        if service is None and intent not in ("ticket_generic",):
+            service = service_from_keywords(text, self.profile)
+        kind = classify_kind(text, service)
+        vague = service is None or intent == "ticket_generic"
+        draft = TicketDraft(service=service, kind=kind, description=text, location=location,
+                            need_detail=vague)
+        draft.need_location = not vague and needs_location(service, kind, text, self.profile)
+        return draft
+
+    def complete_detail(self, draft: TicketDraft, intent: str | None, text: str) -> TicketDraft:
+        """The citizen described the problem after "quel est le problème ?"."""
+        refined = self.draft_ticket(intent if intent and intent.startswith("ticket_") else None, text)
+        if refined.service is None:
+            refined.service = service_from_keywords(text, self.profile)
+        description = f"{draft.description} — {text}".strip(" —") if draft.description else text
+        location = draft.location or refined.location
+        kind = classify_kind(description, refined.service)
+        result = TicketDraft(service=refined.service, kind=kind, description=description, location=location)
+        result.need_location = location is None and needs_location(result.service, kind, description, self.profile)
+        return result
+
+    def ask_location(self, now: dt.datetime) -> Reply:
+        return Reply([self._say("ask_location", now)], None)
+
+    def ask_detail(self, now: dt.datetime) -> Reply:
+        return Reply([self._say("ask_detail", now)], None)
+
+    def create_ticket(self, draft: TicketDraft, conversation: Conversation, now: dt.datetime) -> Reply:
+        queue = draft.service or CM_QUEUE
+        summary = draft.description or (draft.location or "")
+        ticket, created = self.store.create(NewTicket(
+            kind=draft.kind, queue=queue, conversation_id=conversation.id, channel=conversation.channel,
+            summary=summary[:2000], location=draft.location, citizen_name=conversation.citizen_name,
+            source_message_id=conversation.message_id,
+        ), now=now)
+        if created:
+            events.emit("ticket_created", ticket=ticket)
+        if queue == CM_QUEUE:
+            head = self._say("ticket_created.unrouted", now, ref=ticket.reference)
+        else:
+            head = self._say(f"ticket_created.{draft.kind}", now, ref=ticket.reference,
+                             service=self.profile.service(queue).name)
+        tail = self._say("ticket_created.next_open" if self.hours.is_open(now) else "ticket_created.next_closed", now)
+        outcome = f"ticket:{queue}" if queue != CM_QUEUE else "ticket:unrouted"
+        return Reply([f"{head} {tail}"], outcome, ticket=ticket)
+
+    def add_location(self, conversation: Conversation, text: str, now: dt.datetime,
+                     within: dt.timedelta = dt.timedelta(hours=2)) -> Reply | None:
+        """A place sent after a ticket was created: add it to that ticket."""
+        recent = [t for t in self.store.for_conversation(conversation.id, limit=1)
+                  if t.kind != HANDOFF and t.is_open]
+        if not recent:
+            return None
+        ticket = recent[0]
+        naive_now = now.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        if naive_now - ticket.created_at > within:
+            return None
+        self.store.update_location(ticket.id, " ".join(text.split())[:300])
+        return Reply([self._say("location_added", now, ref=ticket.reference)], f"ticket:{ticket.queue}", ticket=ticket)
+
+    # --- status ---------------------------------------------------------------------------------
+    def status(self, conversation: Conversation, text: str, now: dt.datetime) -> Reply:
+        asked, tickets = self.store.citizen_lookup(conversation.id, text)
+        if asked and not tickets:
+            return Reply([self._say("status.not_found", now, ref=asked)], "status")
+        if not tickets:
+            return Reply([self._say("status.none", now)], "status")
+        if len(tickets) == 1:
+            return Reply([self._describe(tickets[0], now)], "status", ticket=tickets[0])
+        lines = [self._say("status.list_intro", now)]
+        for ticket in tickets:
+            lines.append(self._say("status.list_item", now, **self._ticket_words(ticket)))
+        return Reply(["\n".join(lines)], "status")
+
+    def _ticket_words(self, ticket: Ticket) -> dict:
+        service = self.profile.services.get(ticket.queue)
+        return {
+            "ref": ticket.reference,
+            "kind": self.replies.render(f"status.kinds.{ticket.kind}"),
+            "status": self.replies.render(f"status.labels.{ticket.status}"),
+            "service": service.name if service else f"équipe {self.profile.cm_team}",
+        }
+
+    def _describe(self, ticket: Ticket, now: dt.datetime) -> str:
+        updated = self.hours.local(ticket.updated_at).strftime("%d/%m/%Y")
+        return self._say("status.one", now, updated=updated, **self._ticket_words(ticket))
+
+    # --- hand-off -------------------------------------------------------------------------------
+    def handoff(self, reason: str, conversation: Conversation, text: str, now: dt.datetime) -> Reply:
+        if reason not in HANDOFF_REASONS:
+            reason = "human_request"
+        urgent = reason in URGENT_REASONS
+        existing = self.store.open_handoff(conversation.id)
+        ticket, created = (existing, False) if existing else self.store.create(NewTicket(
+            kind=HANDOFF, queue=CM_QUEUE, conversation_id=conversation.id, channel=conversation.channel,
+            summary=(text or "")[:2000] or reason, urgent=urgent, handoff_reason=reason,
+            citizen_name=conversation.citizen_name, source_message_id=conversation.message_id,
+            location=extract_location(text or ""),
+        ), now=now)
+        if created:
+            events.emit("handoff_created", ticket=ticket)
+        numbers = self.profile.town.emergency_numbers
+        texts = [self._say(f"handoff.intro.{reason}", now, numbers=numbers)]
+        is_open = self.hours.is_open(now)
+        if urgent:
+            texts.append(self._say("handoff.urgent_open" if is_open else "handoff.urgent_closed", now,
+                                   ref=ticket.reference))
+        else:
+            texts.append(self._say("handoff.when_open" if is_open else "handoff.when_closed", now,
+                                   ref=ticket.reference))
+        return Reply(texts, "handoff", ticket=ticket, pause=True)
+
+    def technical_problem(self, now: dt.datetime) -> str:
+        return self._say("technical_problem", now)
+
+
+@lru_cache(maxsize=4)
+def _cached(database_url: str, profile_path: str, replies_path: str) -> Assistant:
+    profile = load_profile(profile_path)
+    templates = load_replies(replies_path, ())
+    replies = Replies(templates, {"town": profile.town})
+    return Assistant(profile, TicketStore(database_url), replies, StaffHours.from_town(profile.town))
+
+
+def get_assistant() -> Assistant:
+    settings = get_settings()
+    return _cached(settings.database_url, str(settings.profile_path), str(settings.replies_path))

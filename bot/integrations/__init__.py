@@ -1,0 +1,1 @@
+"""Adapters to Rasa (event broker, HTTP API). The domain never imports these."""

@@ -1,0 +1,56 @@
+"""A Rasa event broker that writes the conversation transcript into the ticket database.
+
+Configured in the Rasa server's endpoints (``event_broker: type: bot.integrations.rasa_broker.TranscriptBroker``).
+It sees every message, including those Rasa ignores while a conversation is paused for a
+hand-off, so nothing a citizen writes is lost.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from typing import Any, Dict, Optional, Text
+
+from rasa.core.brokers.broker import EventBroker
+from rasa.utils.endpoints import EndpointConfig
+
+from bot.settings import get_settings
+from bot.tickets import TicketStore
+from bot.transcript import record_bot_message, record_citizen_message
+
+logger = logging.getLogger(__name__)
+
+
+class TranscriptBroker(EventBroker):
+    def __init__(self, url: Optional[str] = None) -> None:
+        self.store = TicketStore(url or get_settings().database_url)
+        self._turn: Dict[str, Optional[str]] = {}  # conversation -> message id of its current turn
+
+    @classmethod
+    async def from_endpoint_config(cls, broker_config: Optional[EndpointConfig],
+                                   event_loop: Optional[asyncio.AbstractEventLoop] = None) -> "TranscriptBroker":
+        url = broker_config.kwargs.get("url") if broker_config else None
+        return cls(url)
+
+    def publish(self, event: Dict[Text, Any]) -> None:
+        kind = event.get("event")
+        if kind not in ("user", "bot"):
+            return
+        conversation = str(event.get("sender_id"))
+        when = dt.datetime.fromtimestamp(event.get("timestamp") or dt.datetime.now().timestamp(), dt.timezone.utc)
+        try:
+            if kind == "user":
+                message_id = event.get("message_id")
+                self._turn[conversation] = message_id
+                metadata = event.get("metadata") or {}
+                record_citizen_message(self.store, conversation, event.get("input_channel") or "rest",
+                                       event.get("text"), message_id, when,
+                                       author_name=metadata.get("citizen_name") if isinstance(metadata, dict) else None)
+            else:
+                record_bot_message(self.store, conversation, "rasa", event.get("text"),
+                                   self._turn.get(conversation), when)
+        except Exception:  # noqa: BLE001 - never break the conversation; Rasa's tracker keeps it too
+            logger.exception("could not record a %s message of a conversation in the transcript", kind)
+
+    def is_ready(self) -> bool:
+        return True

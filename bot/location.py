@@ -1,0 +1,58 @@
+"""Does a citizen message say *where* something is? Lexical detection of French place phrases."""
+from __future__ import annotations
+
+import re
+
+from bot.textnorm import fold
+
+_STREET_TYPES = (
+    r"rue|avenue|av|bd|boulevard|bld|place|pl|chemin|che|allee|impasse|imp|route|rte|quai|cours|square|sq"
+    r"|carrefour|rond[- ]point|giratoire|pont|sentier|passage|ruelle|voie|residence|res|lotissement"
+    r"|lieu[- ]dit|hameau|cite|parvis|esplanade|promenade|mail|faubourg|fbg|quartier|zone|za|zi|zac"
+)
+_LANDMARKS = (
+    r"ecole|college|lycee|creche|gymnase|stade|piscine|mediatheque|bibliotheque|mairie|eglise|gare"
+    r"|poste|pharmacie|boulangerie|supermarche|parking|parc|jardin|cimetiere|salle|maison|centre"
+    r"|terrain|city[- ]?stade|skate[- ]?park|aire|halle|marche|arret|abribus|pont|tabac|bureau"
+    r"|lavoir|chateau|camping|port|plage|foyer|ehpad|hopital|clinique|usine|entree|sortie"
+)
+_DETERMINER = r"(?:le|la|les|l'|du|des|de la|de l'|d'|au|aux|mon|ma|mes|notre|nos|chez|un|une|ce|cet|cette)"
+
+# "rue Gambetta", "12 rue des Tilleuls", "avenue des Marronniers", "place de la Gare"
+_NOT_A_NAME = r"(?!(?:est|etait|sont|a|n'|ne|qui|que|et|ou|pas|en|y|se|me|est-elle|barree|bloquee|fermee|defoncee|principale|d'a cote|d'en face)\b)"
+_STREET = re.compile(
+    rf"(?:\b\d+\s*(?:bis|ter)?\s*,?\s*)?\b(?:{_STREET_TYPES})\.?\s+{_NOT_A_NAME}(?:du |de la |de l'|des |de |d'|l')?[a-z0-9]"
+)
+# "devant l'école", "derrière le gymnase", "à côté de la pharmacie", "au niveau du n°40"
+_PREPOSITION = re.compile(
+    r"\b(?:devant|derriere|a cote|pres|proche|en face|face|au niveau|au coin|a l'angle|au bout|le long"
+    r"|au croisement|a l'intersection|au pied|en bas|en haut|a l'entree|a la sortie|aux abords|autour"
+    r"|sur le parking|sur la place|dans la rue|dans le parc|dans le square|a hauteur)"
+    rf"\b\s*(?:de |du |des |d')?\s*{_DETERMINER}?\s*[a-z0-9]"
+)
+# "au n°40", "n° 12", "numero 8", "au 14 ", "du 3 au 7"
+_NUMBER = re.compile(r"(?:\bn\s?°\s?\d+|\bno\.?\s?\d+\b|\bnumero\s+\d+|\bau \d{1,4}(?:\s?(?:bis|ter))?\b(?! ?(?:h|heures?|ans|jours?|mois|semaines?|euros?|%|€)))")
+# A landmark followed by a proper name in the original text: "square Lamartine", "école Jean Moulin"
+_NAMED_LANDMARK = re.compile(
+    r"\b(?:[EÉeé]cole|[Cc]oll[eè]ge|[Ll]yc[eé]e|[Cc]r[eè]che|[Gg]ymnase|[Ss]tade|[Pp]iscine|[Pp]arc|[Jj]ardin"
+    r"|[Ss]quare|[Cc]imeti[eè]re|[Ss]alle|[Rr][eé]sidence|[Qq]uartier|[Cc]it[eé]|[Ee]glise|[ÉEée]glise"
+    r"|[Mm][eé]diath[eè]que|[Cc]entre|[Mm]aison|[Tt]errain|[Pp]arking|[Hh]alle|[Aa]rr[eê]t|[Ll]otissement)"
+    r"\s+(?:des |du |de la |de l'|de |d')?[A-ZÉÈÀÂÊÎÔÛÇ][\w'-]+"
+)
+
+
+def mentions_location(text: str) -> bool:
+    """True when the message says where (street, landmark, position relative to a place)."""
+    if not text:
+        return False
+    if _NAMED_LANDMARK.search(text):
+        return True
+    folded = fold(text)
+    return bool(_STREET.search(folded) or _PREPOSITION.search(folded) or _NUMBER.search(folded))
+
+
+def extract_location(text: str) -> str | None:
+    """Best-effort place phrase for the ticket's location field (the message itself if unsure)."""
+    if not mentions_location(text):
+        return None
+    return " ".join(text.split())[:300]

@@ -1,0 +1,88 @@
+"""Ticket table, its transcript and its audit trail (SQLAlchemy, 2.0-style usage)."""
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import Boolean, Column, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import declarative_base, relationship
+
+Base = declarative_base()
+
+KINDS = ("report", "request", "complaint", "handoff")
+STATUSES = ("new", "acknowledged", "in_progress", "scheduled", "resolved", "not_ours", "duplicate", "closed")
+CLOSED_STATUSES = ("resolved", "duplicate", "closed")
+AUTHORS = ("citizen", "bot", "staff", "system")
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC: what every timestamp column stores."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def to_naive_utc(moment: dt.datetime | None) -> dt.datetime | None:
+    if moment is None or moment.tzinfo is None:
+        return moment
+    return moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
+class Ticket(Base):
+    __tablename__ = "ticket"
+
+    id = Column(Integer, primary_key=True)
+    reference = Column(String(20), unique=True, index=True)
+    kind = Column(String(16), nullable=False)
+    queue = Column(String(32), nullable=False, index=True)  # a service slug, or "cm"
+    status = Column(String(16), nullable=False, default="new", index=True)
+    urgent = Column(Boolean, nullable=False, default=False)
+    handoff_reason = Column(String(32))
+    conversation_id = Column(String(128), nullable=False, index=True)
+    channel = Column(String(32), nullable=False)
+    citizen_name = Column(String(200))
+    location = Column(Text)
+    summary = Column(Text, nullable=False)
+    source_message_id = Column(String(128), unique=True)  # idempotency: one ticket per citizen message
+    created_at = Column(DateTime, nullable=False, default=utcnow)
+    updated_at = Column(DateTime, nullable=False, default=utcnow, onupdate=utcnow)
+    first_response_at = Column(DateTime)
+    resolved_at = Column(DateTime)
+    closed_at = Column(DateTime)
+
+    messages = relationship("Message", back_populates="ticket", order_by="Message.id")
+    status_changes = relationship("StatusChange", back_populates="ticket", order_by="StatusChange.id")
+
+    @property
+    def is_open(self) -> bool:
+        return self.status not in CLOSED_STATUSES
+
+
+class Message(Base):
+    __tablename__ = "message"
+
+    id = Column(Integer, primary_key=True)
+    ticket_id = Column(Integer, ForeignKey("ticket.id", ondelete="SET NULL"), index=True)
+    conversation_id = Column(String(128), nullable=False)
+    channel = Column(String(32), nullable=False)
+    author = Column(String(16), nullable=False)  # citizen, bot, staff, system
+    author_name = Column(String(200))
+    text = Column(Text, nullable=False)
+    external_id = Column(String(128))  # the channel's or Rasa's message id
+    private = Column(Boolean, nullable=False, default=False)  # staff notes: never sent
+    created_at = Column(DateTime, nullable=False, default=utcnow)
+
+    ticket = relationship("Ticket", back_populates="messages")
+
+    __table_args__ = (Index("ix_message_conversation", "conversation_id", "id"),)
+
+
+class StatusChange(Base):
+    __tablename__ = "status_change"
+
+    id = Column(Integer, primary_key=True)
+    ticket_id = Column(Integer, ForeignKey("ticket.id", ondelete="CASCADE"), nullable=False, index=True)
+    old_status = Column(String(16))
+    new_status = Column(String(16), nullable=False)
+    actor = Column(String(200), nullable=False)
+    note = Column(Text)
+    created_at = Column(DateTime, nullable=False, default=utcnow)
+
+    ticket = relationship("Ticket", back_populates="status_changes")
