@@ -25,6 +25,7 @@ from rasa_sdk.types import DomainDict
 
 from bot.assistant import Assistant, Conversation, Reply, TicketDraft, get_assistant
 from bot.settings import get_settings
+from bot.safety import danger_reason
 from bot.textnorm import clean_citizen_text
 
 TICKET_SLOTS = ("ticket_service", "ticket_kind", "ticket_description", "ticket_location",
@@ -112,12 +113,23 @@ async def off_loop(function, *args):
 
 
 class GuichetAction(Action, ABC):
-    """Base class: one `handle` per action, with the assistant, the time and the conversation."""
+    """Base class: one `handle` per action, with the assistant, the time and the conversation.
+
+    Actions with ``safety_net`` first check the message for danger to people: then the citizen
+    gets the emergency numbers and an urgent hand-off, whatever the classifier thought.
+    """
+
+    safety_net = False
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
                   domain: DomainDict) -> List[EventType]:
         assistant = get_assistant()
-        return await off_loop(self.handle, assistant, dispatcher, tracker, now_for(tracker))
+        now = now_for(tracker)
+        if self.safety_net:
+            reason = danger_reason(latest_text(tracker))
+            if reason:
+                return await off_loop(hand_off, assistant, dispatcher, tracker, reason, now)
+        return await off_loop(self.handle, assistant, dispatcher, tracker, now)
 
     @abstractmethod
     def handle(self, assistant: Assistant, dispatcher: CollectingDispatcher, tracker: Tracker,
@@ -141,6 +153,8 @@ class ActionSessionStart(GuichetAction):
 
 # --- plain answers ----------------------------------------------------------------------------
 class ActionSmalltalk(GuichetAction):
+    safety_net = True
+
     def name(self) -> Text:
         return "action_smalltalk"
 
@@ -150,6 +164,8 @@ class ActionSmalltalk(GuichetAction):
 
 
 class ActionAnswerFaq(GuichetAction):
+    safety_net = True
+
     def name(self) -> Text:
         return "action_answer_faq"
 
@@ -169,6 +185,8 @@ class ActionDecline(GuichetAction):
 
 
 class ActionOutOfScope(GuichetAction):
+    safety_net = True
+
     def name(self) -> Text:
         return "action_out_of_scope"
 
@@ -219,6 +237,7 @@ def misunderstood_in_a_row(tracker: Tracker) -> int:
 
 class ActionMisunderstood(GuichetAction):
     """First misunderstanding: ask to rephrase. Second in a row: a person takes over."""
+    safety_net = True
 
     def name(self) -> Text:
         return "action_misunderstood"
@@ -233,6 +252,7 @@ class ActionMisunderstood(GuichetAction):
 # --- tickets ----------------------------------------------------------------------------------
 class ActionStartTicket(GuichetAction):
     """Understand the report (service, kind, place) before the form asks what is missing."""
+    safety_net = True
 
     def name(self) -> Text:
         return "action_start_ticket"
@@ -246,6 +266,7 @@ class ActionStartTicket(GuichetAction):
 
 class ActionAddLocation(GuichetAction):
     """A place on its own: complete the ticket just created, or start one and ask what happened."""
+    safety_net = True
 
     def name(self) -> Text:
         return "action_add_location"

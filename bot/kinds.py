@@ -11,23 +11,29 @@ from bot.textnorm import fold
 
 REPORT, REQUEST, COMPLAINT, HANDOFF = "report", "request", "complaint", "handoff"
 
+# Dissatisfaction with the town or a service: one of these is enough...
 _COMPLAINT = re.compile(
     r"inadmissible|inacceptable|scandal|honte|honteu|marre|ras[ -]le[ -]bol|en peu[tx] plus|j'en ai assez"
     r"|toujours pas|toujours rien|toujours aucun|jamais de reponse|aucune reponse|aucun retour|sans reponse"
-    r"|depuis des (?:jours|semaines|mois|annees)|depuis (?:\d+|deux|trois|quatre|cinq|six|plusieurs) (?:jours|semaines|mois|ans)"
-    r"|(?:ca|cela) fait (?:\d+|deux|trois|quatre|cinq|six|plusieurs|des) (?:jours|semaines|mois|ans)"
-    r"|(?:\d+|deux|trois|quatre|cinq|six|plusieurs) (?:jours|semaines|mois|ans) que"
     r"|personne ne (?:bouge|fait|vient|repond|bosse|travaille|s'en occupe)|rien n'est fait|rien ne bouge"
-    r"|bravo|merci la mairie|merci pour rien|lamentable|deplorable|pitoyable|inadmissible|pas normal"
-    r"|c'est quoi ce|on se moque|se fout|foutez|mecontent|decu|degoute|n'importe quoi|je me plains"
-    r"|plainte|reclamation|reclame|inexcusable|intolerable|insupportable|catastrophique|nul(?:le)?s?\b"
-    r"|a chaque fois|encore une fois|une fois de plus|comme d'habitude|c'est pas possible|pas serieux"
-    r"|👏|😡|🤬|😤|!!"
+    r"|bravo|merci la mairie|merci pour rien|lamentable|deplorable|pitoyable|inexcusable|intolerable"
+    r"|mecontent|decu|degoute|je me plains|reclamation|on se moque|se fout de|foutez|c'est du vol"
+    r"|on s'attend a mieux|pas serieux|n'importe quoi|une fois de plus|encore une fois|comme d'habitude"
+    r"|c'est quoi ce|vous attendez quoi|qu'est-ce que vous attendez|j'ai relance|deja relance|👏"
+)
+# ...these only count when there are two: a long wait, anger, repetition.
+_COMPLAINT_HINTS = (
+    re.compile(r"depuis (?:des|\d+|deux|trois|quatre|cinq|six|plusieurs) (?:jours|semaines|mois|ans|annees)"
+               r"|(?:ca|cela) fait (?:\d+|deux|trois|quatre|cinq|six|plusieurs|des) (?:jours|semaines|mois|ans)"
+               r"|(?:\d+|deux|trois|quatre|cinq|six|plusieurs) (?:jours|semaines|mois|ans) que"),
+    re.compile(r"!!|😡|🤬|😤|😠"),
+    re.compile(r"\bencore\b|\btoujours\b|\btjs\b|a chaque fois|chaque annee|chaque semaine"),
+    re.compile(r"pas normal|nul(?:le)?s?\b|insupportable|catastroph|degueulasse|n'importe comment"),
 )
 _REQUEST = re.compile(
     r"serait[- ]il possible|est[- ]il possible|est[- ]ce possible|est[- ]ce qu'il (?:serait|est) possible"
-    r"|possible de|pourriez[- ]vous|pouvez[- ]vous|vous pouvez|pourrait[- ]on|pourrais[- ]je|puis[- ]je"
-    r"|j'aimerais|je voudrais|je souhaite|je souhaiterais|je demande|demande de|faire (?:la|une) demande"
+    r"|\bpossible de|pourriez[- ]vous|pouvez[- ]vous|vous pouvez|pourrait[- ]on|pourrais[- ]je|puis[- ]je"
+    r"|j'aimerais|nous aimerions|on aimerait|je voudrais|nous voudrions|je souhaite|je souhaiterais|je demande|demande de|faire (?:la|une) demande"
     r"|qui peut m'aider|besoin d'aide|aidez[- ]moi|j'ai besoin|il faudrait|faudrait|merci de bien vouloir"
     r"|comment faire|comment (?:je|on) (?:fais|fait|peux|peut)|reste[- ]t[- ]il|s'il reste|une place"
     r"|mon compte|mon dossier|ma demande|corriger|rectifier|installer|ajouter|mettre en place|tailler|elaguer"
@@ -35,7 +41,7 @@ _REQUEST = re.compile(
 _BROKEN = re.compile(
     r"casse|en panne|ne marche plus|marche pas|ne fonctionne|fonctionne plus|hors service|fuite|trou|nid"
     r"|tag|graffiti|degrade|abime|ne s'allume|eteint|bloque|descelle|sale|depot|dechet|ordure|detritus"
-    r"|tombe|menace|dangereu|plus d'eau|pas d'eau|froid|inonde|arrache|renverse|gravats|crotte|dejection"
+    r"|tombe|menace|dangereu|bouche|impossible|erreur|bug|plus d'eau|pas d'eau|froid|inonde|arrache|renverse|gravats|crotte|dejection"
     r"|encombre|obstrue|deborde|garee?s?|stationne|ventouse|bruit|tapage"
 )
 _FILE_SERVICES = {"etat_civil", "education", "social"}
@@ -44,7 +50,8 @@ _FILE_SERVICES = {"etat_civil", "education", "social"}
 def classify_kind(text: str, service: str | None = None) -> str:
     folded = fold(text or "")
     raw = text or ""
-    if _COMPLAINT.search(folded) or _COMPLAINT.search(raw):
+    hints = sum(1 for pattern in _COMPLAINT_HINTS if pattern.search(folded))
+    if _COMPLAINT.search(folded) or _COMPLAINT.search(raw) or hints >= 2:
         return COMPLAINT
     if _REQUEST.search(folded):
         return REQUEST

@@ -37,7 +37,8 @@ def test_no_place_means_no_location(text):
     ("je voudrais une place au centre de loisirs", "education", "request"),
     ("mon dossier de mariage est bloqué", "etat_civil", "request"),
     ("Encore une fois le gymnase est fermé sans prévenir !!", "sport_culture", "complaint"),
-    ("voiture ventouse depuis des mois", "tranquillite", "complaint"),
+    ("voiture ventouse depuis des mois", "tranquillite", "report"),
+    ("voiture ventouse depuis des mois, toujours rien de fait", "tranquillite", "complaint"),
 ])
 def test_kind(text, service, kind):
     assert classify_kind(text, service) == kind

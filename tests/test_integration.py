@@ -1,0 +1,86 @@
+"""The real stack on loopback: Rasa server (trained model, REST channel, SQL tracker store),
+action server and SQLite ticket table, driven with `requests` like any client."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import requests
+
+from bot.handoff import close_ticket
+from bot.tickets import TicketStore
+
+pytestmark = pytest.mark.slow
+
+
+def say(stack, sender: str, text: str) -> list[str]:
+    response = requests.post(stack.rest_url, json={"sender": sender, "message": text}, timeout=60)
+    response.raise_for_status()
+    return [m.get("text", "") for m in response.json()]
+
+
+@pytest.fixture
+def sender() -> str:
+    return f"it-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def tickets(stack) -> TicketStore:
+    return TicketStore(stack.database_url)
+
+
+def test_faq_question_gets_the_topic_answer_and_link(stack, sender, tickets):
+    replies = say(stack, sender, "bonjour, la piscine est ouverte le dimanche ?")
+    assert any("valbourg.example/piscine" in r for r in replies)
+    assert tickets.for_conversation(sender) == []
+
+
+def test_report_asks_where_then_creates_a_routed_ticket(stack, sender, tickets):
+    first = say(stack, sender, "le lampadaire ne s'allume plus depuis hier soir")
+    assert any("Où exactement" in r for r in first)
+    assert tickets.for_conversation(sender) == []
+    second = say(stack, sender, "devant le 3 rue des Acacias")
+    [ticket] = tickets.for_conversation(sender)
+    assert ticket.queue == "voirie" and ticket.kind == "report" and "Acacias" in ticket.location
+    assert any(ticket.reference in r for r in second)
+    lines = [(m.author, m.text) for m in tickets.transcript(ticket.id)]
+    assert ("citizen", "le lampadaire ne s'allume plus depuis hier soir") in lines
+    assert ("citizen", "devant le 3 rue des Acacias") in lines
+    assert any(author == "bot" and ticket.reference in text for author, text in lines)
+
+    status = say(stack, sender, f"où en est mon signalement {ticket.reference} ?")
+    assert any(ticket.reference in r and "attente de traitement" in r for r in status)
+    stranger = say(stack, f"{sender}-other", f"où en est le signalement {ticket.reference} ?")
+    assert all("Voirie" not in r for r in stranger) and any("Je ne trouve pas" in r for r in stranger)
+
+
+def test_handoff_silences_the_bot_until_the_ticket_is_closed(stack, sender, tickets, monkeypatch):
+    replies = say(stack, sender, "je veux parler à une vraie personne svp")
+    [ticket] = tickets.for_conversation(sender)
+    assert ticket.kind == "handoff" and ticket.queue == "cm" and any(ticket.reference in r for r in replies)
+
+    assert say(stack, sender, "allô ? vous êtes là ?") == []
+    assert say(stack, sender, "la piscine est ouverte le dimanche ?") == []
+    recorded = [m.text for m in tickets.transcript(ticket.id) if m.author == "citizen"]
+    assert recorded[-2:] == ["allô ? vous êtes là ?", "la piscine est ouverte le dimanche ?"]
+
+    monkeypatch.setenv("GUICHET_RASA_URL", stack.rasa_url)
+    assert close_ticket(tickets, ticket.id, "cm-test") is True
+    assert tickets.open_handoff(sender) is None
+    again = say(stack, sender, "la piscine est ouverte le dimanche ?")
+    assert any("valbourg.example/piscine" in r for r in again)
+
+
+def test_two_misunderstood_messages_hand_off(stack, sender, tickets):
+    first = say(stack, sender, "xkcdqwv zzkq")
+    assert first and tickets.for_conversation(sender) == []
+    say(stack, sender, "pfffrrt wxq")
+    [ticket] = tickets.for_conversation(sender)
+    assert ticket.kind == "handoff" and ticket.handoff_reason == "misunderstood"
+
+
+def test_danger_gives_emergency_numbers_and_an_urgent_ticket(stack, sender, tickets):
+    replies = say(stack, sender, "ça sent très fort le gaz dans mon immeuble")
+    assert any("18" in r and "112" in r for r in replies)
+    [ticket] = tickets.for_conversation(sender)
+    assert ticket.urgent and ticket.kind == "handoff"
