@@ -9,7 +9,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import requests
 import yaml
@@ -118,6 +118,12 @@ class Stack:
     database_url: str
     action: subprocess.Popen | None = None
     rasa: subprocess.Popen | None = None
+    start_rasa: "Callable[[], subprocess.Popen] | None" = None
+
+    def restart_rasa(self) -> None:
+        """Stop and start the Rasa server (conversations must survive: SQL tracker store)."""
+        stop(self.rasa)
+        self.rasa = self.start_rasa()
 
     @property
     def rasa_url(self) -> str:
@@ -140,7 +146,9 @@ def running_stack(model: Path, database_url: str, var_dir: Path, action_port: in
     endpoints = write_endpoints(var_dir / f"endpoints-{stack.rasa_port}.yml", stack.action_port, database_url)
     try:
         stack.action = start_action_server(stack.action_port, env, var_dir / "logs" / "actions.log")
-        stack.rasa = start_rasa_server(stack.rasa_port, model, endpoints, env, var_dir / "logs" / "rasa.log", token)
+        stack.start_rasa = lambda: start_rasa_server(stack.rasa_port, model, endpoints, env,
+                                                     var_dir / "logs" / "rasa.log", token)
+        stack.rasa = stack.start_rasa()
         yield stack
     finally:
         stop(stack.rasa)

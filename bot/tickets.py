@@ -86,6 +86,7 @@ class TicketStore:
                     raise
                 return existing, False
             ticket.reference = format_reference(created_at.year, ticket.id)
+            ticket.updated_at = created_at
             session.add(StatusChange(ticket_id=ticket.id, old_status=None, new_status="new", actor=actor,
                                      created_at=created_at))
             self._attach_recent_transcript(session, ticket)

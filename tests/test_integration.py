@@ -84,3 +84,15 @@ def test_danger_gives_emergency_numbers_and_an_urgent_ticket(stack, sender, tick
     assert any("18" in r and "112" in r for r in replies)
     [ticket] = tickets.for_conversation(sender)
     assert ticket.urgent and ticket.kind == "handoff"
+
+
+def test_a_restart_loses_no_conversation(stack, sender, tickets):
+    """Mid-report and mid-hand-off, the Rasa server restarts: both conversations carry on."""
+    assert any("Où exactement" in r for r in say(stack, sender, "un lampadaire est cassé"))
+    silent = f"{sender}-handoff"
+    say(stack, silent, "passez-moi un conseiller humain")
+    stack.restart_rasa()
+    replies = say(stack, sender, "au 8 avenue Foch")
+    [ticket] = tickets.for_conversation(sender)
+    assert ticket.queue == "voirie" and "Foch" in ticket.location and any(ticket.reference in r for r in replies)
+    assert say(stack, silent, "toujours personne ?") == []
