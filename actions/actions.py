@@ -17,6 +17,7 @@ from rasa_sdk.events import (
     ActiveLoop,
     ConversationPaused,
     EventType,
+    FollowupAction,
     SessionStarted,
     SlotSet,
 )
@@ -259,6 +260,12 @@ class ActionStartTicket(GuichetAction):
 
     def handle(self, assistant, dispatcher, tracker, now):
         draft = assistant.draft_ticket(latest_intent(tracker), latest_text(tracker))
+        if draft.service:
+            follow_up = assistant.add_to_recent_ticket(conversation_for(tracker), latest_text(tracker), now,
+                                                       service=draft.service)
+            if follow_up is not None:  # more about the ticket just made: no second ticket
+                say(dispatcher, follow_up)
+                return [FollowupAction("action_listen")]
         return [SlotSet("ticket_detail", None if draft.need_detail else draft.description)] + [
             SlotSet(name, value) for name, value in draft_slots(draft).items()
         ]
@@ -273,7 +280,7 @@ class ActionAddLocation(GuichetAction):
 
     def handle(self, assistant, dispatcher, tracker, now):
         text = latest_text(tracker)
-        reply = assistant.add_location(conversation_for(tracker), text, now)
+        reply = assistant.add_to_recent_ticket(conversation_for(tracker), text, now)
         if reply is not None:
             say(dispatcher, reply)
             return []

@@ -146,18 +146,27 @@ class Assistant:
         outcome = f"ticket:{queue}" if queue != CM_QUEUE else "ticket:unrouted"
         return Reply([f"{head} {tail}"], outcome, ticket=ticket)
 
-    def add_location(self, conversation: Conversation, text: str, now: dt.datetime,
-                     within: dt.timedelta = dt.timedelta(hours=2)) -> Reply | None:
-        """A place sent after a ticket was created: add it to that ticket."""
+    def add_to_recent_ticket(self, conversation: Conversation, text: str, now: dt.datetime,
+                             service: str | None = None,
+                             within: dt.timedelta = dt.timedelta(minutes=30)) -> Reply | None:
+        """A precision sent just after a ticket (a place, a detail): add it to that ticket.
+
+        Without ``service`` any recent ticket qualifies (a place on its own); with it, only a
+        ticket of the same service, so a second problem still gets its own ticket.
+        """
         recent = [t for t in self.store.for_conversation(conversation.id, limit=1)
-                  if t.kind != HANDOFF and t.is_open]
+                  if t.kind != HANDOFF and t.is_open and (service is None or t.queue == service)]
         if not recent:
             return None
         ticket = recent[0]
         naive_now = now.astimezone(dt.timezone.utc).replace(tzinfo=None)
-        if naive_now - ticket.created_at > within:
+        if not dt.timedelta(0) <= naive_now - ticket.created_at <= within:
             return None
-        self.store.update_location(ticket.id, " ".join(text.split())[:300])
+        text = " ".join(text.split())
+        if service is None or extract_location(text):
+            self.store.update_location(ticket.id, text[:300])
+        else:
+            self.store.append_summary(ticket.id, text[:1000])
         return Reply([self._say("location_added", now, ref=ticket.reference)], f"ticket:{ticket.queue}", ticket=ticket)
 
     # --- status ---------------------------------------------------------------------------------

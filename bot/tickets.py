@@ -205,6 +205,16 @@ class TicketStore:
             session.commit()
             return ticket
 
+    def append_summary(self, ticket_id: int, text: str) -> Ticket:
+        with self.session() as session:
+            ticket = session.get(Ticket, ticket_id)
+            if ticket is None:
+                raise LookupError(f"no ticket with id {ticket_id}")
+            ticket.summary = f"{ticket.summary}\n{text}"
+            ticket.updated_at = utcnow()
+            session.commit()
+            return ticket
+
     def update_location(self, ticket_id: int, location: str) -> Ticket:
         with self.session() as session:
             ticket = session.get(Ticket, ticket_id)

@@ -75,7 +75,7 @@ def test_location_sent_after_the_ticket_is_added_to_it(assistant):
     draft.need_location = False
     now = dt.datetime.now(dt.timezone.utc)
     ticket = assistant.create_ticket(draft, Conversation("c5", message_id="m6"), now).ticket
-    reply = assistant.add_location(Conversation("c5"), "derrière la salle des fêtes", now)
+    reply = assistant.add_to_recent_ticket(Conversation("c5"), "derrière la salle des fêtes", now)
     assert reply is not None and reply.ticket.id == ticket.id
     assert "salle des fêtes" in assistant.store.get(ticket.id).location
 
@@ -87,3 +87,15 @@ def test_safety_net_catches_danger_but_not_traffic_lights():
     assert danger_reason("mon conjoint me frappe") == "distress_violence"
     assert danger_reason("le feu tricolore reste au rouge") is None
     assert danger_reason("horaires du feu d'artifice") is None
+
+
+def test_a_follow_up_on_the_same_service_does_not_make_a_second_ticket(assistant):
+    now = dt.datetime.now(dt.timezone.utc)
+    draft = assistant.draft_ticket("ticket_espaces_verts", "un arbre est tombé dans le parc")
+    ticket = assistant.create_ticket(draft, Conversation("c6", message_id="m7"), now).ticket
+    more = assistant.add_to_recent_ticket(Conversation("c6"), "c'est le parc Beaulieu, côté entrée", now,
+                                          service="espaces_verts")
+    assert more is not None and more.ticket.id == ticket.id
+    assert "Beaulieu" in assistant.store.get(ticket.id).location
+    other = assistant.add_to_recent_ticket(Conversation("c6"), "et un lampadaire cassé", now, service="voirie")
+    assert other is None

@@ -1,3 +1,4 @@
+import pytest
 import yaml
 
 from bot.profile import ProfileError, parse_profile
@@ -20,23 +21,19 @@ def test_faq_answers_are_rendered_with_town_facts(profile):
     assert "02 41 00 20 00" in profile.faq["eau_assainissement"].answer  # the Agglomération's phone
 
 
+def _profile_data():
+    return yaml.safe_load((ROOT / "collectivite.yml").read_text(encoding="utf-8"))
+
+
 def test_profile_errors_are_explained():
-    data = yaml.safe_load((ROOT / "collectivite.yml").read_text(encoding="utf-8"))
+    data = _profile_data()
     del data["collectivite"]["phone"]
-    try:
+    with pytest.raises(ProfileError, match="phone"):
         parse_profile(data, ROOT / "collectivite.yml")
-    except ProfileError as exc:
-        assert "phone" in str(exc)
-    else:  # pragma: no cover
-        raise AssertionError("a profile without phone must be refused")
 
 
 def test_unknown_redirect_is_refused():
-    data = yaml.safe_load((ROOT / "collectivite.yml").read_text(encoding="utf-8"))
+    data = _profile_data()
     data["faq"]["piscine"]["redirect"] = "nowhere"
-    try:
+    with pytest.raises(ProfileError, match="nowhere"):
         parse_profile(data, ROOT / "collectivite.yml")
-    except ProfileError as exc:
-        assert "nowhere" in str(exc)
-    else:  # pragma: no cover
-        raise AssertionError("an unknown redirect must be refused")

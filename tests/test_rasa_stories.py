@@ -1,5 +1,5 @@
 """`rasa test` on tests/test_stories.yml: every outcome's conversation, intents and actions."""
-import re
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -20,8 +20,10 @@ def test_conversation_stories_pass(model_path, tmp_path):
     )
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-3000:]
-    correct = re.findall(r"Correct:\s+(\d+) / (\d+)", log)
-    assert correct and all(a == b for a, b in correct), correct
+    report = json.loads((tmp_path / "story_report.json").read_text())
+    stories = report["conversation_accuracy"]
+    assert stories["total"] >= 13 and stories["correct"] == stories["total"], stories
+    assert report["accuracy"] == 1.0, report
     failed = (tmp_path / "failed_test_stories.yml").read_text()
     assert "story:" not in failed, failed
 
