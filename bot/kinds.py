@@ -19,7 +19,8 @@ _COMPLAINT = re.compile(
     r"|bravo|merci la mairie|merci pour rien|lamentable|deplorable|pitoyable|inexcusable|intolerable"
     r"|mecontent|decu|degoute|je me plains|reclamation|on se moque|se fout de|foutez|c'est du vol"
     r"|on s'attend a mieux|pas serieux|n'importe quoi|une fois de plus|encore une fois|comme d'habitude"
-    r"|c'est quoi ce|vous attendez quoi|qu'est-ce que vous attendez|j'ai relance|deja relance|👏"
+    r"|c'est quoi ce|vous attendez quoi|qu'est-ce que vous attendez|j'ai relance|deja relance|jamais personne|personne n'est venu|personne est venu"
+    r"|a quoi (?:vous )?serv|(?:appele|ecrit|relance|telephone) (?:\d+|deux|trois|quatre|plusieurs) fois|👏"
 )
 # ...these only count when there are two: a long wait, anger, repetition.
 _COMPLAINT_HINTS = (
@@ -27,19 +28,19 @@ _COMPLAINT_HINTS = (
                r"|(?:ca|cela) fait (?:\d+|deux|trois|quatre|cinq|six|plusieurs|des) (?:jours|semaines|mois|ans)"
                r"|(?:\d+|deux|trois|quatre|cinq|six|plusieurs) (?:jours|semaines|mois|ans) que"),
     re.compile(r"!!|😡|🤬|😤|😠"),
-    re.compile(r"\bencore\b|\btoujours\b|\btjs\b|a chaque fois|chaque annee|chaque semaine"),
-    re.compile(r"pas normal|nul(?:le)?s?\b|insupportable|catastroph|degueulasse|n'importe comment"),
+    re.compile(r"pas normal|nul(?:le)?s?\b|insupportable|catastroph|n'importe comment"),
 )
 _REQUEST = re.compile(
     r"serait[- ]il possible|est[- ]il possible|est[- ]ce possible|est[- ]ce qu'il (?:serait|est) possible"
     r"|\bpossible de|pourriez[- ]vous|pouvez[- ]vous|vous pouvez|pourrait[- ]on|pourrais[- ]je|puis[- ]je"
-    r"|j'aimerais|nous aimerions|on aimerait|je voudrais|nous voudrions|je souhaite|je souhaiterais|je demande|demande de|faire (?:la|une) demande"
+    r"|j'aimerais|nous aimerions|on aimerait|je voudrais|nous voudrions|on voudrait|souhait|merci de (?:nous|m')"
+    r"|(?:je|on) (?:peux|peut|pourrais|pourrait) (?:en )?avoir|c'?est possible|c possible|je souhaite|je souhaiterais|je demande|demande de|faire (?:la|une) demande"
     r"|qui peut m'aider|besoin d'aide|aidez[- ]moi|j'ai besoin|il faudrait|faudrait|merci de bien vouloir"
     r"|comment faire|comment (?:je|on) (?:fais|fait|peux|peut)|reste[- ]t[- ]il|s'il reste|une place"
     r"|mon compte|mon dossier|ma demande|corriger|rectifier|installer|ajouter|mettre en place|tailler|elaguer"
 )
 _BROKEN = re.compile(
-    r"casse|en panne|ne marche plus|marche pas|ne fonctionne|fonctionne plus|hors service|fuite|trou|nid"
+    r"casse|en panne|marche plus|marche pas|fonctionne pas|ne fonctionne|fonctionne plus|chauffage|hors service|fuite|trou|nid"
     r"|tag|graffiti|degrade|abime|ne s'allume|eteint|bloque|descelle|sale|depot|dechet|ordure|detritus"
     r"|tombe|menace|dangereu|bouche|impossible|erreur|bug|plus d'eau|pas d'eau|froid|inonde|arrache|renverse|gravats|crotte|dejection"
     r"|encombre|obstrue|deborde|garee?s?|stationne|ventouse|bruit|tapage"
