@@ -15,9 +15,11 @@ from bot.settings import PROJECT_ROOT, get_settings
 app = typer.Typer(help="Assistant d'accueil de la collectivité (Rasa) : lancer, entraîner, évaluer.",
                   no_args_is_help=True, add_completion=False)
 db_app = typer.Typer(help="Base de données des tickets.", no_args_is_help=True)
-tickets_app = typer.Typer(help="Tickets : lister, afficher, clôturer.", no_args_is_help=True)
+tickets_app = typer.Typer(help="Tickets : file d'attente, prise en charge, réponse, statut.", no_args_is_help=True)
+staff_app = typer.Typer(help="Espace agents : comptes et interface web.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(tickets_app, name="tickets")
+app.add_typer(staff_app, name="staff")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -92,9 +94,9 @@ def run(
     typer.echo(f"Démarrage de l'assistant (base : {settings.database_url})...")
     with running_stack(model_path, settings.database_url, settings.var_dir, settings.action_port,
                        settings.rasa_port, settings.rasa_token) as stack:
-        typer.echo(f"Serveur Rasa : {stack.rasa_url} (canal REST : {stack.rest_url})")
+        typer.echo(f"Serveur Rasa : {stack.rasa_url} (canal REST : {stack.chat_url})")
         if chat:
-            local_chat(stack.rest_url)
+            local_chat(stack.chat_url)
         else:
             typer.echo("Ctrl-C pour arrêter.")
             try:
@@ -103,11 +105,36 @@ def run(
                 pass
 
 
+def _poll_staff_messages(outbox_url: str, sender: str, stop) -> None:
+    """Print what staff send to this conversation (replies, status news) as it arrives."""
+    import requests
+
+    while not stop.wait(2):
+        try:
+            for item in requests.get(outbox_url, params={"sender": sender}, timeout=10).json():
+                typer.echo(f"\nmairie (agent)> {item.get('text', '')}")
+        except Exception:  # noqa: BLE001 - the server may be restarting; try again
+            continue
+
+
 def local_chat(rest_url: str, sender: Optional[str] = None) -> None:
+    import threading
+
     import requests
 
     sender = sender or f"local-{uuid.uuid4().hex[:8]}"
     typer.echo(f"Discussion locale (conversation {sender}). Écrivez votre message ; /quit pour sortir.")
+    stop = threading.Event()
+    if rest_url.endswith("/webhooks/guichet/webhook"):
+        outbox_url = rest_url.rsplit("/", 1)[0] + "/outbox"
+        threading.Thread(target=_poll_staff_messages, args=(outbox_url, sender, stop), daemon=True).start()
+    try:
+        _chat_loop(rest_url, sender, requests)
+    finally:
+        stop.set()
+
+
+def _chat_loop(rest_url: str, sender: str, requests) -> None:
     while True:
         try:
             text = input("vous> ")
@@ -134,7 +161,7 @@ def chat(url: Optional[str] = typer.Option(None, help="URL du serveur Rasa (déf
          sender: Optional[str] = typer.Option(None, help="Identifiant de conversation.")) -> None:
     """Discute avec un assistant déjà démarré (canal REST)."""
     base = (url or get_settings().rasa_url).rstrip("/")
-    local_chat(f"{base}/webhooks/rest/webhook", sender)
+    local_chat(f"{base}/webhooks/guichet/webhook", sender)
 
 
 @db_app.command("upgrade")
@@ -153,64 +180,172 @@ def _store():
     return TicketStore(get_settings().database_url)
 
 
+def _desk():
+    from bot.staff import get_desk
+
+    return get_desk()
+
+
+def _staff(username: Optional[str]):
+    """The staff account acting (``--as`` or GUICHET_STAFF_USER)."""
+    from bot.accounts import Accounts
+    from bot.profile import load_profile
+
+    username = username or os.environ.get("GUICHET_STAFF_USER")
+    if not username:
+        _fail("Indiquez qui agit : --as IDENTIFIANT (ou GUICHET_STAFF_USER).")
+    staff = Accounts(_store(), load_profile()).get(username)
+    if staff is None:
+        _fail(f"Compte inconnu ou désactivé : {username!r} (voir `guichet staff add-user`).")
+    return staff
+
+
+def _run_desk(action):
+    from bot.staff import DeskError
+
+    try:
+        return action()
+    except DeskError as exc:
+        _fail(str(exc))
+
+
+AS_OPTION = typer.Option(None, "--as", help="Compte agent qui agit (ou GUICHET_STAFF_USER).")
+
+
 @tickets_app.command("list")
-def tickets_list(queue: Optional[str] = typer.Option(None, help="Service ou 'cm'."),
+def tickets_list(as_: Optional[str] = AS_OPTION,
                  all_: bool = typer.Option(False, "--all", help="Inclure les tickets clôturés.")) -> None:
-    """Liste les tickets ouverts (les plus urgents puis les plus anciens d'abord)."""
-    from sqlalchemy import select
-
-    from bot.models import CLOSED_STATUSES, Ticket
-
-    store = _store()
-    with store.session() as session:
-        query = select(Ticket).order_by(Ticket.urgent.desc(), Ticket.created_at)
-        if queue:
-            query = query.where(Ticket.queue == queue)
-        if not all_:
-            query = query.where(Ticket.status.notin_(CLOSED_STATUSES))
-        rows = list(session.execute(query).scalars())
-    if not rows:
-        typer.echo("Aucun ticket.")
-    for t in rows:
+    """File d'attente : transferts et tickets à orienter (CM) ou tickets du service (responsable)."""
+    staff = _staff(as_)
+    items = _run_desk(lambda: _desk().queue(staff, include_closed=all_))
+    if not items:
+        typer.echo("Aucun ticket en attente.")
+    for item in items:
+        t = item.ticket
         flag = "URGENT " if t.urgent else ""
-        typer.echo(f"{t.reference}  {flag}{t.kind:<9} {t.queue:<13} {t.status:<11} {t.created_at:%Y-%m-%d %H:%M}  "
+        holder = f" [{t.assigned_to}]" if t.assigned_to else ""
+        typer.echo(f"{t.reference}  {flag}{t.status:<12} attente {item.waiting_label:<8} {item.reason}{holder} — "
                    f"{(t.summary or '')[:60]}")
 
 
-def _ticket_or_fail(reference: str):
-    ticket = _store().by_reference(reference)
-    if ticket is None:
-        _fail(f"Ticket introuvable : {reference!r} (format attendu : T-2026-000123)")
-    return ticket
-
-
 @tickets_app.command("show")
-def tickets_show(reference: str) -> None:
-    """Affiche un ticket et sa conversation."""
-    ticket = _ticket_or_fail(reference)
+def tickets_show(reference: str, as_: Optional[str] = AS_OPTION) -> None:
+    """Affiche un ticket, sa conversation, ses notes et son historique."""
+    staff = _staff(as_)
+    desk = _desk()
+    ticket = _run_desk(lambda: desk.ticket(staff, reference))
     typer.echo(f"{ticket.reference} — {ticket.kind} — file : {ticket.queue} — statut : {ticket.status}"
-               f"{' — URGENT' if ticket.urgent else ''}")
-    if ticket.handoff_reason:
-        typer.echo(f"Motif du transfert : {ticket.handoff_reason}")
+               f"{' — URGENT' if ticket.urgent else ''}{' — pris par ' + ticket.assigned_to if ticket.assigned_to else ''}")
+    typer.echo(f"Motif : {desk.reason(ticket)}")
     typer.echo(f"Conversation : {ticket.conversation_id} ({ticket.channel})  Lieu : {ticket.location or '-'}")
     typer.echo(f"Résumé : {ticket.summary}")
-    for message in _store().transcript(ticket.id):
-        typer.echo(f"  [{message.created_at:%d/%m %H:%M}] {message.author}: {message.text}")
+    for message in desk.transcript(staff, reference):
+        who = "note privée" if message.private else message.author
+        typer.echo(f"  [{message.created_at:%d/%m %H:%M}] {who}: {message.text}")
+    for change in desk.audit(staff, reference):
+        typer.echo(f"  ({change.created_at:%d/%m %H:%M} {change.actor}: {change.old_status or '-'} -> {change.new_status})")
+
+
+@tickets_app.command("take")
+def tickets_take(reference: str, as_: Optional[str] = AS_OPTION) -> None:
+    """Prendre le ticket (un seul agent gagne si deux le prennent en même temps)."""
+    staff = _staff(as_)
+    ticket = _run_desk(lambda: _desk().take(staff, reference))
+    typer.echo(f"{ticket.reference} est pris en charge par {ticket.assigned_to}.")
+
+
+@tickets_app.command("reply")
+def tickets_reply(reference: str, text: Optional[str] = typer.Argument(None, help="Le message (ou --canned)."),
+                  canned: Optional[str] = typer.Option(None, help="Clé d'une réponse type."),
+                  as_: Optional[str] = AS_OPTION) -> None:
+    """Répondre au citoyen (le message lui parvient sur son canal et reste sur le ticket)."""
+    from bot.staff import load_canned_answers
+
+    staff = _staff(as_)
+    if canned:
+        answers = {a["key"]: a["text"] for a in load_canned_answers()}
+        if canned not in answers:
+            _fail(f"Réponse type inconnue {canned!r} : {', '.join(answers)}.")
+        text = answers[canned]
+    if not text:
+        _fail("Donnez le texte du message ou --canned CLÉ.")
+    _run_desk(lambda: _desk().reply(staff, reference, text))
+    typer.echo("Réponse envoyée.")
+
+
+@tickets_app.command("note")
+def tickets_note(reference: str, text: str, as_: Optional[str] = AS_OPTION) -> None:
+    """Ajouter une note privée (jamais envoyée au citoyen)."""
+    staff = _staff(as_)
+    _run_desk(lambda: _desk().note(staff, reference, text))
+    typer.echo("Note ajoutée.")
+
+
+@tickets_app.command("route")
+def tickets_route(reference: str, service: str, kind: str = typer.Option("request", help="report, request ou complaint."),
+                  as_: Optional[str] = AS_OPTION) -> None:
+    """Orienter le ticket vers un service (CM)."""
+    staff = _staff(as_)
+    ticket = _run_desk(lambda: _desk().route(staff, reference, service, kind))
+    typer.echo(f"{ticket.reference} orienté vers {ticket.queue}.")
+
+
+@tickets_app.command("status")
+def tickets_status(reference: str, status: str,
+                   date: Optional[str] = typer.Option(None, help="Date prévue (AAAA-MM-JJ) pour « scheduled »."),
+                   duplicate_of: Optional[str] = typer.Option(None, help="Référence d'origine pour « duplicate »."),
+                   note: Optional[str] = typer.Option(None, help="Commentaire pour l'historique."),
+                   as_: Optional[str] = AS_OPTION) -> None:
+    """Changer le statut : acknowledged, in_progress, scheduled, resolved, not_ours, duplicate, closed."""
+    import datetime as dt
+
+    staff = _staff(as_)
+    when = None
+    if date:
+        try:
+            when = dt.datetime.fromisoformat(date)
+        except ValueError:
+            _fail(f"Date invalide {date!r} : format AAAA-MM-JJ.")
+    ticket = _run_desk(lambda: _desk().set_status(staff, reference, status, scheduled_for=when,
+                                                  duplicate_of=duplicate_of, note=note))
+    typer.echo(f"{ticket.reference} : {ticket.status}.")
 
 
 @tickets_app.command("close")
-def tickets_close(reference: str, actor: str = typer.Option("cm", help="Qui clôture."),
-                  resume: bool = typer.Option(True, help="Rendre la conversation au bot (API Rasa).")) -> None:
-    """Clôture un ticket ; pour un transfert, la conversation revient au bot."""
-    from bot.handoff import close_ticket
+def tickets_close(reference: str, as_: Optional[str] = AS_OPTION) -> None:
+    """Clôturer ; pour un transfert, la conversation revient au bot."""
+    staff = _staff(as_)
+    ticket = _run_desk(lambda: _desk().close(staff, reference))
+    typer.echo(f"{ticket.reference} clôturé.")
 
-    ticket = _ticket_or_fail(reference)
+
+@staff_app.command("add-user")
+def staff_add_user(username: str, role: str = typer.Option(..., help="cm ou head."),
+                   service: Optional[str] = typer.Option(None, help="Service du responsable (head)."),
+                   name: Optional[str] = typer.Option(None, help="Nom affiché."),
+                   password: Optional[str] = typer.Option(None, help="Mot de passe (sinon demandé, ou GUICHET_NEW_PASSWORD).")) -> None:
+    """Créer un compte agent (mot de passe haché avec argon2id)."""
+    from bot.accounts import AccountError, Accounts
+    from bot.profile import load_profile
+
+    password = password or os.environ.get("GUICHET_NEW_PASSWORD") or typer.prompt(
+        "Mot de passe", hide_input=True, confirmation_prompt=True)
     try:
-        resumed = close_ticket(_store(), ticket.id, actor, resume=resume)
-    except Exception as exc:  # noqa: BLE001
-        _fail(f"Clôture impossible : {exc}")
+        staff = Accounts(_store(), load_profile()).create(username, password, role, service, name)
+    except AccountError as exc:
+        _fail(str(exc))
         return
-    typer.echo(f"{ticket.reference} clôturé." + (" La conversation est rendue au bot." if resumed else ""))
+    typer.echo(f"Compte créé : {staff.username} ({staff.role}{' ' + staff.service if staff.service else ''}).")
+
+
+@staff_app.command("list-users")
+def staff_list_users() -> None:
+    """Lister les comptes agents."""
+    from bot.accounts import Accounts
+    from bot.profile import load_profile
+
+    for staff in Accounts(_store(), load_profile()).list():
+        typer.echo(f"{staff.username:<20} {staff.role:<5} {staff.service or '':<14} {staff.display_name}")
 
 
 def main(argv: Optional[List[str]] = None) -> None:

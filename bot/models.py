@@ -46,6 +46,10 @@ class Ticket(Base):
     first_response_at = Column(DateTime)
     resolved_at = Column(DateTime)
     closed_at = Column(DateTime)
+    assigned_to = Column(String(64))  # staff username holding the ticket
+    assigned_at = Column(DateTime)
+    scheduled_for = Column(DateTime)  # status "scheduled": the planned intervention
+    duplicate_of_id = Column(Integer, ForeignKey("ticket.id", ondelete="SET NULL"))
 
     messages = relationship("Message", back_populates="ticket", order_by="Message.id")
     status_changes = relationship("StatusChange", back_populates="ticket", order_by="StatusChange.id")
@@ -86,3 +90,37 @@ class StatusChange(Base):
     created_at = Column(DateTime, nullable=False, default=utcnow)
 
     ticket = relationship("Ticket", back_populates="status_changes")
+
+
+class StaffUser(Base):
+    """A staff account: the community manager ("cm") or the head of one service ("head")."""
+
+    __tablename__ = "staff_user"
+
+    id = Column(Integer, primary_key=True)
+    username = Column(String(64), unique=True, nullable=False)
+    display_name = Column(String(200), nullable=False)
+    password_hash = Column(String(255), nullable=False)  # argon2id
+    role = Column(String(8), nullable=False)  # "cm" or "head"
+    service = Column(String(32))  # the head's service slug
+    active = Column(Boolean, nullable=False, default=True)
+    failed_logins = Column(Integer, nullable=False, default=0)
+    locked_until = Column(DateTime)
+    created_at = Column(DateTime, nullable=False, default=utcnow)
+    last_login_at = Column(DateTime)
+
+
+class Outbox(Base):
+    """Messages for a citizen (staff replies, status news) waiting for their channel to deliver them."""
+
+    __tablename__ = "outbox"
+
+    id = Column(Integer, primary_key=True)
+    ticket_id = Column(Integer, ForeignKey("ticket.id", ondelete="SET NULL"), index=True)
+    conversation_id = Column(String(128), nullable=False, index=True)
+    channel = Column(String(32), nullable=False)
+    text = Column(Text, nullable=False)
+    created_at = Column(DateTime, nullable=False, default=utcnow)
+    delivered_at = Column(DateTime, index=True)
+    attempts = Column(Integer, nullable=False, default=0)
+    last_error = Column(Text)

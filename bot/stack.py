@@ -133,6 +133,11 @@ class Stack:
     def rest_url(self) -> str:
         return f"{self.rasa_url}/webhooks/rest/webhook"
 
+    @property
+    def chat_url(self) -> str:
+        """The REST channel with the staff relay (``/outbox`` beside it)."""
+        return f"{self.rasa_url}/webhooks/guichet/webhook"
+
 
 @contextmanager
 def running_stack(model: Path, database_url: str, var_dir: Path, action_port: int | None = None,

@@ -7,7 +7,9 @@ import uuid
 import pytest
 import requests
 
-from bot.handoff import close_ticket
+from bot.accounts import Staff
+from bot.integrations.rasa_api import resume_conversation
+from bot.staff import StaffDesk
 from bot.tickets import TicketStore
 
 pytestmark = pytest.mark.slow
@@ -27,6 +29,15 @@ def sender() -> str:
 @pytest.fixture
 def tickets(stack) -> TicketStore:
     return TicketStore(stack.database_url)
+
+
+@pytest.fixture
+def desk(stack, tickets, assistant):
+    return StaffDesk(tickets, assistant.profile, assistant.hours, assistant.replies,
+                     resume_conversation=lambda conversation: resume_conversation(conversation, rasa_url=stack.rasa_url))
+
+
+CM = Staff("camille", "Camille", "cm")
 
 
 def test_faq_question_gets_the_topic_answer_and_link(stack, sender, tickets):
@@ -54,7 +65,7 @@ def test_report_asks_where_then_creates_a_routed_ticket(stack, sender, tickets):
     assert all("Voirie" not in r for r in stranger) and any("Je ne trouve pas" in r for r in stranger)
 
 
-def test_handoff_silences_the_bot_until_the_ticket_is_closed(stack, sender, tickets, monkeypatch):
+def test_handoff_silences_the_bot_until_the_ticket_is_closed(stack, sender, tickets, desk):
     replies = say(stack, sender, "je veux parler à une vraie personne svp")
     [ticket] = tickets.for_conversation(sender)
     assert ticket.kind == "handoff" and ticket.queue == "cm" and any(ticket.reference in r for r in replies)
@@ -64,8 +75,12 @@ def test_handoff_silences_the_bot_until_the_ticket_is_closed(stack, sender, tick
     recorded = [m.text for m in tickets.transcript(ticket.id) if m.author == "citizen"]
     assert recorded[-2:] == ["allô ? vous êtes là ?", "la piscine est ouverte le dimanche ?"]
 
-    monkeypatch.setenv("GUICHET_RASA_URL", stack.rasa_url)
-    assert close_ticket(tickets, ticket.id, "cm-test") is True
+    desk.take(CM, ticket.reference)
+    desk.reply(CM, ticket.reference, "Bonjour, je suis Camille, je regarde votre demande.")
+    received = requests.get(f"{stack.rasa_url}/webhooks/guichet/outbox", params={"sender": sender}, timeout=10).json()
+    assert [m["text"] for m in received] == ["Bonjour, je suis Camille, je regarde votre demande.\n— L'équipe Communication"]
+    assert requests.get(f"{stack.rasa_url}/webhooks/guichet/outbox", params={"sender": sender}, timeout=10).json() == []
+    desk.close(CM, ticket.reference)
     assert tickets.open_handoff(sender) is None
     again = say(stack, sender, "la piscine est ouverte le dimanche ?")
     assert any("valbourg.example/piscine" in r for r in again)

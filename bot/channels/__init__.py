@@ -1,0 +1,1 @@
+"""Citizen channels: the REST channel with the staff relay, and (later) Telegram."""

@@ -1,0 +1,84 @@
+"""The relay: messages from staff to a citizen, delivered on the citizen's own channel.
+
+Every message is first written to the ``outbox`` table (so nothing is lost), then handed to the
+channel's deliverer if one is registered in this process (push channels such as Telegram).
+Pull channels (the REST channel, the local chat) collect their pending messages themselves.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from sqlalchemy import select
+
+from bot.models import Outbox, utcnow
+from bot.tickets import TicketStore
+
+logger = logging.getLogger(__name__)
+Deliverer = Callable[[Outbox], None]  # raises on failure; the message stays pending
+_deliverers: dict[str, Deliverer] = {}
+
+
+def register_deliverer(channel: str, deliverer: Deliverer) -> None:
+    _deliverers[channel] = deliverer
+
+
+def unregister_deliverer(channel: str) -> None:
+    _deliverers.pop(channel, None)
+
+
+def send_to_citizen(store: TicketStore, conversation_id: str, channel: str, text: str,
+                    ticket_id: int | None = None) -> Outbox:
+    with store.session() as session:
+        item = Outbox(conversation_id=conversation_id, channel=channel, text=text, ticket_id=ticket_id)
+        session.add(item)
+        session.commit()
+    deliver(store, item)
+    return item
+
+
+def deliver(store: TicketStore, item: Outbox) -> bool:
+    deliverer = _deliverers.get(item.channel)
+    if deliverer is None:
+        return False
+    try:
+        deliverer(item)
+    except Exception as exc:  # noqa: BLE001 - kept in the outbox for the next attempt
+        logger.warning("delivery of outbox message %s failed: %s", item.id, type(exc).__name__)
+        _mark(store, item.id, error=str(exc)[:500])
+        return False
+    _mark(store, item.id, delivered=True)
+    return True
+
+
+def _mark(store: TicketStore, item_id: int, delivered: bool = False, error: str | None = None) -> None:
+    with store.session() as session:
+        item = session.get(Outbox, item_id)
+        item.attempts += 1
+        if delivered:
+            item.delivered_at = utcnow()
+        item.last_error = error
+        session.commit()
+
+
+def collect(store: TicketStore, conversation_id: str) -> list[str]:
+    """Pull channels: take the conversation's pending messages (marked delivered), oldest first."""
+    with store.session() as session:
+        items = list(session.execute(
+            select(Outbox).where(Outbox.conversation_id == conversation_id, Outbox.delivered_at.is_(None))
+            .order_by(Outbox.id).with_for_update(skip_locked=True)
+        ).scalars())
+        moment = utcnow()
+        for item in items:
+            item.delivered_at = moment
+            item.attempts += 1
+        session.commit()
+        return [item.text for item in items]
+
+
+def pending(store: TicketStore, channel: str | None = None) -> list[Outbox]:
+    with store.session() as session:
+        query = select(Outbox).where(Outbox.delivered_at.is_(None)).order_by(Outbox.id)
+        if channel:
+            query = query.where(Outbox.channel == channel)
+        return list(session.execute(query).scalars())

@@ -1,0 +1,275 @@
+"""The staff desk: what the CM and the service heads can do with tickets.
+
+Every operation takes the acting ``Staff`` and checks it may: the CM sees every ticket, a service
+head only the tickets of their own service (anything else is "not found", revealing nothing).
+Citizens hear back through the relay; every status change goes into the audit trail.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from sqlalchemy import select, update
+
+from bot import events, relay
+from bot.accounts import Staff
+from bot.hours import StaffHours
+from bot.models import CLOSED_STATUSES, STATUSES, Message, StatusChange, Ticket, to_naive_utc, utcnow
+from bot.profile import Profile
+from bot.replies import Replies
+from bot.routing import CM_QUEUE
+from bot.settings import PROJECT_ROOT
+from bot.tickets import HANDOFF, TicketStore
+
+logger = logging.getLogger(__name__)
+CANNED_ANSWERS = PROJECT_ROOT / "canned_answers.fr.yml"
+# Status changes a citizen is told about.
+NOTIFIED_STATUSES = ("in_progress", "scheduled", "resolved", "duplicate")
+STATUS_LABELS = {
+    "new": "Nouveau", "acknowledged": "Pris en compte", "in_progress": "En cours", "scheduled": "Programmé",
+    "resolved": "Résolu", "not_ours": "Pas pour nous (retour CM)", "duplicate": "Doublon", "closed": "Clôturé",
+}
+HANDOFF_REASON_LABELS = {
+    "human_request": "demande à parler à une personne", "insult": "insultes", "threat": "menaces",
+    "press": "presse / médias", "legal": "menace de recours juridique",
+    "person_complaint": "plainte visant un agent ou un élu", "personal_data": "données personnelles (RGPD)",
+    "misunderstood": "incompréhension répétée", "distress_violence": "URGENCE : violences",
+    "distress_danger": "URGENCE : danger", "distress_suicide": "URGENCE : détresse",
+}
+
+
+class DeskError(Exception):
+    """An action refused, with a French message for the person who tried it."""
+
+
+class NotFound(DeskError):
+    pass
+
+
+class AlreadyTaken(DeskError):
+    def __init__(self, holder: str):
+        super().__init__(f"Ce ticket est déjà pris en charge par {holder}.")
+        self.holder = holder
+
+
+def get_desk() -> "StaffDesk":
+    """The desk on the configured database and profile."""
+    from bot.assistant import get_assistant
+
+    assistant = get_assistant()
+    return StaffDesk(assistant.store, assistant.profile, assistant.hours, assistant.replies)
+
+
+@dataclass
+class QueueItem:
+    ticket: Ticket
+    waiting: dt.timedelta  # in staff hours
+    reason: str
+
+    @property
+    def waiting_label(self) -> str:
+        minutes = int(self.waiting.total_seconds() // 60)
+        hours, minutes = divmod(minutes, 60)
+        return f"{hours} h {minutes:02d}" if hours else f"{minutes} min"
+
+
+def load_canned_answers(path: Path = CANNED_ANSWERS) -> list[dict]:
+    if not path.exists():
+        return []
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return [{"key": key, "title": item["title"], "text": " ".join(item["text"].split())}
+            for key, item in (data.get("answers") or {}).items()]
+
+
+class StaffDesk:
+    def __init__(self, store: TicketStore, profile: Profile, hours: StaffHours, replies: Replies,
+                 resume_conversation=None):
+        self.store = store
+        self.profile = profile
+        self.hours = hours
+        self.replies = replies
+        if resume_conversation is None:
+            from bot.integrations.rasa_api import resume_conversation
+        self.resume_conversation = resume_conversation
+
+    # --- reading ---------------------------------------------------------------------------------
+    def _visible_query(self, staff: Staff):
+        query = select(Ticket)
+        if not staff.is_cm:
+            query = query.where(Ticket.queue == staff.service)
+        return query
+
+    def ticket(self, staff: Staff, reference: str) -> Ticket:
+        ticket = self.store.by_reference(reference) if isinstance(reference, str) else self.store.get(reference)
+        if ticket is None or not (staff.is_cm or ticket.queue == staff.service):
+            raise NotFound(f"Ticket introuvable : {reference}")
+        return ticket
+
+    def queue(self, staff: Staff, now: dt.datetime | None = None, include_closed: bool = False) -> list[QueueItem]:
+        """CM: open hand-offs and unrouted tickets; head: their service. Urgent first, then oldest."""
+        now = now or dt.datetime.now(dt.timezone.utc)
+        query = self._visible_query(staff)
+        if staff.is_cm:
+            query = query.where(Ticket.queue == CM_QUEUE)
+        if not include_closed:
+            query = query.where(Ticket.status.notin_(CLOSED_STATUSES))
+        query = query.order_by(Ticket.urgent.desc(), Ticket.created_at, Ticket.id)
+        with self.store.session() as session:
+            tickets = list(session.execute(query).scalars())
+        return [QueueItem(t, self.hours.staff_time_between(t.created_at.replace(tzinfo=dt.timezone.utc), now),
+                          self.reason(t)) for t in tickets]
+
+    def reason(self, ticket: Ticket) -> str:
+        if ticket.kind == HANDOFF:
+            return HANDOFF_REASON_LABELS.get(ticket.handoff_reason or "", ticket.handoff_reason or "transfert")
+        if ticket.status == "not_ours":
+            return "renvoyé par un service : à réorienter"
+        return "à orienter vers un service" if ticket.queue == CM_QUEUE else ticket.kind
+
+    def transcript(self, staff: Staff, reference: str) -> list[Message]:
+        ticket = self.ticket(staff, reference)
+        return self.store.transcript(ticket.id)
+
+    def audit(self, staff: Staff, reference: str) -> list[StatusChange]:
+        ticket = self.ticket(staff, reference)
+        with self.store.session() as session:
+            return list(session.execute(select(StatusChange).where(StatusChange.ticket_id == ticket.id)
+                                        .order_by(StatusChange.id)).scalars())
+
+    # --- acting ----------------------------------------------------------------------------------
+    def take(self, staff: Staff, reference: str) -> Ticket:
+        """Assign to me. Two people taking the same ticket at once: exactly one wins."""
+        ticket = self.ticket(staff, reference)
+        with self.store.session() as session:
+            result = session.execute(
+                update(Ticket).where(Ticket.id == ticket.id, Ticket.assigned_to.is_(None))
+                .values(assigned_to=staff.username, assigned_at=utcnow(), updated_at=utcnow())
+            )
+            session.commit()
+            if result.rowcount == 1:
+                return session.get(Ticket, ticket.id)
+            holder = session.get(Ticket, ticket.id).assigned_to
+        if holder == staff.username:
+            return self.store.get(ticket.id)
+        raise AlreadyTaken(holder)
+
+    def reply(self, staff: Staff, reference: str, text: str) -> Message:
+        """Send a message to the citizen (signed), recorded on the ticket."""
+        text = " ".join((text or "").split()) if "\n" not in (text or "") else (text or "").strip()
+        if not text:
+            raise DeskError("Le message est vide.")
+        if len(text) > 3000:
+            raise DeskError("Message trop long (3 000 caractères au maximum).")
+        ticket = self.ticket(staff, reference)
+        signed = f"{text}\n— {staff.signature(self.profile)}"
+        message = self.store.add_message(ticket.conversation_id, ticket.channel, "staff", signed, ticket_id=ticket.id,
+                                         author_name=staff.display_name)
+        with self.store.session() as session:
+            row = session.get(Ticket, ticket.id)
+            row.first_response_at = row.first_response_at or utcnow()
+            row.updated_at = utcnow()
+            session.commit()
+        relay.send_to_citizen(self.store, ticket.conversation_id, ticket.channel, signed, ticket.id)
+        return message
+
+    def note(self, staff: Staff, reference: str, text: str) -> Message:
+        """A private note: stays on the ticket, never sent."""
+        text = (text or "").strip()
+        if not text:
+            raise DeskError("La note est vide.")
+        ticket = self.ticket(staff, reference)
+        return self.store.add_message(ticket.conversation_id, ticket.channel, "staff", text[:5000], ticket_id=ticket.id,
+                                      author_name=staff.display_name, private=True)
+
+    def route(self, staff: Staff, reference: str, service: str, kind: str = "request") -> Ticket:
+        """CM: give the ticket to a service. A hand-off becomes that service's ticket and the bot resumes."""
+        if not staff.is_cm:
+            raise DeskError("Seul le community manager oriente les tickets.")
+        if service not in self.profile.services:
+            raise DeskError(f"Service inconnu {service!r} : {', '.join(self.profile.services)}.")
+        if kind not in ("report", "request", "complaint"):
+            raise DeskError("Type inconnu : report, request ou complaint.")
+        ticket = self.ticket(staff, reference)
+        if ticket.status in CLOSED_STATUSES:
+            raise DeskError("Ce ticket est clôturé.")
+        was_handoff = ticket.kind == HANDOFF
+        with self.store.session() as session:
+            row = session.get(Ticket, ticket.id)
+            old = row.status
+            row.queue, row.status, row.assigned_to, row.assigned_at = service, "new", None, None
+            if was_handoff:
+                row.kind = kind
+            row.updated_at = utcnow()
+            session.add(StatusChange(ticket_id=row.id, old_status=old, new_status="new", actor=staff.username,
+                                     note=f"orienté vers {service}"))
+            session.commit()
+        name = self.profile.service(service).name
+        relay.send_to_citizen(self.store, ticket.conversation_id, ticket.channel,
+                              self.replies.render("staff_notice.routed", ref=ticket.reference, service=name),
+                              ticket.id)
+        if was_handoff:
+            self._resume(ticket)
+        return self.store.get(ticket.id)
+
+    def set_status(self, staff: Staff, reference: str, status: str, *, scheduled_for: dt.datetime | None = None,
+                   duplicate_of: str | None = None, note: str | None = None) -> Ticket:
+        if status not in STATUSES or status == "new":
+            raise DeskError(f"Statut inconnu {status!r} : {', '.join(s for s in STATUSES if s != 'new')}.")
+        ticket = self.ticket(staff, reference)
+        if ticket.status == "closed":
+            if status == "closed" and ticket.kind == HANDOFF:  # retry giving the conversation back
+                self._resume(ticket)
+                return ticket
+            raise DeskError("Ce ticket est déjà clôturé.")
+        values: dict = {}
+        if status == "scheduled":
+            if scheduled_for is None:
+                raise DeskError("Indiquez la date prévue de l'intervention.")
+            values["scheduled_for"] = to_naive_utc(scheduled_for)
+        if status == "duplicate":
+            original = self.store.by_reference(duplicate_of or "")
+            if original is None or original.id == ticket.id:
+                raise DeskError("Indiquez la référence du ticket d'origine (T-2026-000123).")
+            values["duplicate_of_id"] = original.id
+        if status == "not_ours":
+            values.update(queue=CM_QUEUE, assigned_to=None, assigned_at=None)
+            note = note or f"renvoyé au CM par {staff.signature(self.profile)}"
+        with self.store.session() as session:
+            row = session.get(Ticket, ticket.id)
+            for key, value in values.items():
+                setattr(row, key, value)
+            session.commit()
+        updated = self.store.set_status(ticket.id, status, staff.username, note=note)
+        if status in NOTIFIED_STATUSES:
+            self._notify_status(updated, status)
+        if status == "closed":
+            events.emit("ticket_closed", ticket=updated)
+            if updated.kind == HANDOFF:
+                self._resume(updated)
+        return updated
+
+    def close(self, staff: Staff, reference: str, note: str | None = None) -> Ticket:
+        return self.set_status(staff, reference, "closed", note=note)
+
+    # --- helpers -----------------------------------------------------------------------------------
+    def _notify_status(self, ticket: Ticket, status: str) -> None:
+        service = self.profile.services.get(ticket.queue)
+        context = {"ref": ticket.reference, "service": service.name if service else self.profile.cm_team}
+        if status == "scheduled" and ticket.scheduled_for:
+            context["date"] = self.hours.local(ticket.scheduled_for).strftime("%d/%m/%Y")
+        if status == "duplicate" and ticket.duplicate_of_id:
+            context["original"] = self.store.get(ticket.duplicate_of_id).reference
+        text = self.replies.render(f"staff_notice.{status}", **context)
+        relay.send_to_citizen(self.store, ticket.conversation_id, ticket.channel, text, ticket.id)
+
+    def _resume(self, ticket: Ticket) -> None:
+        if self.store.open_handoff(ticket.conversation_id) is not None:
+            return
+        try:
+            self.resume_conversation(ticket.conversation_id)
+        except Exception as exc:  # noqa: BLE001
+            raise DeskError("Ticket mis à jour, mais la conversation n'a pas pu être rendue au bot "
+                            f"(serveur Rasa injoignable : {type(exc).__name__}). Réessayez la clôture.") from exc
