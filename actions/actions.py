@@ -24,10 +24,13 @@ from rasa_sdk.events import (
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
+from bot import notify
 from bot.assistant import Assistant, Conversation, Reply, TicketDraft, get_assistant
 from bot.settings import get_settings
 from bot.safety import danger_reason
 from bot.textnorm import clean_citizen_text
+
+notify.install()  # new hand-offs reach the staff (GUICHET_NOTIFY_URL) from the action server
 
 TICKET_SLOTS = ("ticket_service", "ticket_kind", "ticket_description", "ticket_location",
                 "ticket_detail", "ticket_need_location", "ticket_need_detail")

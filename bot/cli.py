@@ -348,6 +348,38 @@ def staff_list_users() -> None:
         typer.echo(f"{staff.username:<20} {staff.role:<5} {staff.service or '':<14} {staff.display_name}")
 
 
+@staff_app.command("serve")
+def staff_serve(host: str = typer.Option("127.0.0.1", help="Adresse d'écoute (boucle locale par défaut)."),
+                port: int = typer.Option(8080, help="Port.")) -> None:
+    """Lancer l'interface web des agents (file d'attente, tickets, statistiques)."""
+    from bot.web import serve
+
+    typer.echo(f"Espace agents : http://{host}:{port}/ (Ctrl-C pour arrêter)")
+    serve(host=host, port=port)
+
+
+@app.command()
+def stats(days: int = typer.Option(30, min=1, max=3650, help="Période, en jours."),
+          csv: Optional[Path] = typer.Option(None, help="Écrit aussi les chiffres en CSV."),
+          charts: Optional[Path] = typer.Option(None, help="Dossier où écrire les graphiques PNG.")) -> None:
+    """Chiffres pour le CM et la direction : messages, transferts, tickets, délais en heures ouvrées."""
+    from bot import stats as figures_module
+    from bot.assistant import get_assistant
+
+    assistant = get_assistant()
+    figures = figures_module.compute(assistant.store, assistant.profile, assistant.hours, days=days)
+    for line in figures_module.format_text(figures):
+        typer.echo(line)
+    if csv:
+        csv.write_text(figures_module.to_csv(figures), encoding="utf-8")
+        typer.echo(f"CSV : {csv}")
+    if charts:
+        charts.mkdir(parents=True, exist_ok=True)
+        for name in figures_module.CHARTS:
+            (charts / f"{name}.png").write_bytes(figures_module.chart_png(figures, name))
+        typer.echo(f"Graphiques : {charts}")
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
     app(args=argv)

@@ -81,3 +81,42 @@ def test_bad_text_is_cleaned_not_lost(store):
     assert empty.text == "(message vide)"
     with store.session() as session:
         assert len(session.execute(select(Message)).scalars().all()) == 2
+
+
+def test_new_handoffs_are_posted_to_the_notification_url(store, monkeypatch):
+    """The hook other channels use: a local HTTP receiver gets the hand-off as JSON."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from bot import events, notify
+
+    received, done = [], threading.Event()
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server API
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+            done.set()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("GUICHET_NOTIFY_URL", f"http://127.0.0.1:{server.server_port}/hook")
+    saved = {k: list(v) for k, v in events._subscribers.items()}
+    notify._installed = False
+    try:
+        notify.install()
+        ticket, _ = store.create(new("c9", "m9", kind="handoff", queue="cm", handoff_reason="press", urgent=False))
+        events.emit("handoff_created", ticket=ticket)
+        assert done.wait(5)
+    finally:
+        server.shutdown()
+        events._subscribers.clear()
+        events._subscribers.update(saved)
+        notify._installed = False
+    assert received[0]["event"] == "handoff_created" and received[0]["reference"] == ticket.reference
+    assert received[0]["reason"] == "press" and received[0]["queue"] == "cm"

@@ -14,6 +14,7 @@ from typing import Any, Dict, Optional, Text
 from rasa.core.brokers.broker import EventBroker
 from rasa.utils.endpoints import EndpointConfig
 
+from bot import notify
 from bot.settings import get_settings
 from bot.tickets import TicketStore
 from bot.transcript import record_bot_message, record_citizen_message
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 class TranscriptBroker(EventBroker):
     def __init__(self, url: Optional[str] = None) -> None:
+        notify.install()  # citizen messages during a hand-off are announced from here
         self.store = TicketStore(url or get_settings().database_url)
         self._turn: Dict[str, Optional[str]] = {}  # conversation -> message id of its current turn
 
