@@ -7,12 +7,12 @@ table. Every reply carries its outcome tag so evaluation reads what the assistan
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 from bot import events
 from bot.hours import StaffHours
-from bot.kinds import COMPLAINT, HANDOFF, classify_kind
+from bot.kinds import HANDOFF, classify_kind
 from bot.location import extract_location
 from bot.models import Ticket
 from bot.profile import Profile, load_profile
@@ -55,11 +55,6 @@ class TicketDraft:
     location: str | None = None
     need_location: bool = False
     need_detail: bool = False
-    extra: list[str] = field(default_factory=list)
-
-    def to_slots(self) -> dict:
-        return {"ticket_service": self.service, "ticket_kind": self.kind,
-                "ticket_description": self.description, "ticket_location": self.location}
 
 
 class Assistant:

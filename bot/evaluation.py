@@ -8,7 +8,6 @@ reply carries — never from the NLU intent.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import logging
 import os
@@ -201,7 +200,3 @@ def format_report(results: list[CaseResult], accuracy: float) -> list[str]:
     passed = sum(r.passed for r in results)
     lines.append(f"accuracy: {accuracy:.2f} ({passed}/{len(results)})")
     return lines
-
-
-def now_iso() -> str:
-    return dt.datetime.now().isoformat(timespec="seconds")
