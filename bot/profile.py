@@ -64,6 +64,7 @@ class Profile:
     cm_team: str
     cm_email: str
     source: Path = field(compare=False)
+    cm_target_hours: float = 4.0  # the CM queue's first-response target, in staff hours
 
     def service(self, slug: str) -> Service:
         if slug not in self.services:
@@ -136,6 +137,7 @@ def parse_profile(data: dict[str, Any], source: Path) -> Profile:
         cm_team=cm.get("team", "Communication"),
         cm_email=cm.get("email", ""),
         source=source,
+        cm_target_hours=float(cm.get("target_hours", 4)),
     )
 
 
