@@ -4,7 +4,7 @@ GUICHET := .venv/bin/guichet
 export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: setup train run test eval stories nlu-report lock clean
+.PHONY: setup train run test test-deps eval stories nlu-report lock clean
 
 setup:
 	@bash scripts/setup.sh
@@ -15,7 +15,10 @@ train: setup
 run: train
 	@$(GUICHET) run
 
-test: train
+test-deps:
+	@bash scripts/test-deps.sh
+
+test: test-deps train
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 eval: train

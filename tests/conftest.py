@@ -64,3 +64,168 @@ def stack(model_path, tmp_path_factory):
     url = f"sqlite:///{var_dir / 'guichet.db'}"
     with running_stack(model_path, url, var_dir) as running:
         yield running
+
+
+# --- PostgreSQL: a throw-away cluster on loopback, started by the test session itself ------------
+# The ticket-table tests that must hold on PostgreSQL too (tests/test_postgres.py) use these.
+# GUICHET_TEST_POSTGRES_URL=postgresql+psycopg2://user@host:port/db uses an existing server instead
+# (its schema "public" is dropped and recreated for every test: give it a database of its own).
+PG_DATABASE = "guichet_test"
+
+
+def _postgres_bindir() -> Path | None:
+    """The newest /usr/lib/postgresql/<version>/bin holding initdb and pg_ctl (Debian's layout)."""
+    import glob
+
+    def version(path: str) -> tuple:
+        parts = Path(path).parent.name.split(".")
+        return tuple(int(p) if p.isdigit() else 0 for p in parts)
+
+    for bindir in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version, reverse=True):
+        if all(os.access(Path(bindir) / tool, os.X_OK) for tool in ("initdb", "pg_ctl", "postgres")):
+            return Path(bindir)
+    return None
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class _Cluster:
+    """initdb + pg_ctl in a temporary directory; as root, everything runs as the `postgres` user."""
+
+    def __init__(self, bindir: Path):
+        import tempfile
+
+        self.bindir = bindir
+        self.as_postgres: list[str] = []
+        if os.geteuid() == 0:  # the server refuses to run as root
+            import pwd
+            import shutil
+
+            try:
+                account = pwd.getpwnam("postgres")
+            except KeyError:
+                pytest.fail("PostgreSQL tests: running as root but there is no `postgres` user to run the server "
+                            "as. Run `bash scripts/test-deps.sh` (installs the Debian package postgresql).",
+                            pytrace=False)
+            runuser = shutil.which("runuser")
+            if runuser is None:
+                pytest.fail("PostgreSQL tests: running as root and `runuser` is missing (util-linux).", pytrace=False)
+            self.as_postgres = [runuser, "-u", "postgres", "--"]
+            self.owner = (account.pw_uid, account.pw_gid)
+        else:
+            self.owner = None
+        # Short path (the socket's must fit in 107 bytes) that `postgres` can reach: /tmp when root.
+        self.root = Path(tempfile.mkdtemp(prefix="guichet-pg-", dir="/tmp" if self.owner else None))
+        self.data = self.root / "data"
+        self.log = self.root / "server.log"
+        self.port: int | None = None
+        if self.owner:
+            os.chown(self.root, *self.owner)
+        os.chmod(self.root, 0o700)
+
+    def _run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([*self.as_postgres, *args], cwd=self.root, capture_output=True, text=True,
+                              timeout=timeout, env={**os.environ, "LC_ALL": "C", "TZ": "UTC"})
+
+    def _fail(self, what: str, result: subprocess.CompletedProcess | None = None) -> None:
+        details = ""
+        if result is not None:
+            details += (result.stdout or "") + (result.stderr or "")
+        if self.log.exists():
+            details += "\n--- server log ---\n" + self.log.read_text(errors="replace")[-3000:]
+        self.stop()
+        pytest.fail(f"PostgreSQL tests: {what}\n{details.strip()}", pytrace=False)
+
+    def start(self) -> str:
+        result = self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
+                           "-E", "UTF8", "--locale=C", "--no-sync")
+        if result.returncode != 0:
+            self._fail("initdb failed.", result)
+        for _attempt in range(5):  # the free port may be taken by someone else in between
+            self.port = _free_port()
+            options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} "
+                       "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=100")
+            result = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
+                               "-t", "60", "-o", options, "start")
+            if result.returncode == 0:
+                break
+        else:
+            self._fail("pg_ctl start failed.", result)
+        import psycopg2
+
+        connection = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres")
+        try:
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                cursor.execute(f"CREATE DATABASE {PG_DATABASE} ENCODING 'UTF8' TEMPLATE template0")
+        finally:
+            connection.close()
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{PG_DATABASE}"
+
+    def stop(self) -> None:
+        import shutil
+
+        if self.data.joinpath("postmaster.pid").exists():
+            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "30", "stop")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server: GUICHET_TEST_POSTGRES_URL, or a cluster started here on 127.0.0.1.
+
+    Never skipped: without the server binaries the tests fail and say how to install them.
+    """
+    url = os.environ.get("GUICHET_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    bindir = _postgres_bindir()
+    if bindir is None:
+        pytest.fail("PostgreSQL tests: no server binaries (/usr/lib/postgresql/*/bin/initdb, pg_ctl). "
+                    "Run `bash scripts/test-deps.sh` (or `make test-deps`), which installs the Debian package "
+                    "postgresql, or set GUICHET_TEST_POSTGRES_URL to a throw-away database.", pytrace=False)
+    cluster = _Cluster(bindir)
+    try:
+        url = cluster.start()
+        yield url
+    finally:
+        from bot import db
+
+        if cluster.port is not None:  # close pooled connections so the shutdown has nothing to wait for
+            db.get_engine(f"postgresql+psycopg2://postgres@127.0.0.1:{cluster.port}/{PG_DATABASE}").dispose()
+        cluster.stop()
+
+
+def reset_postgres_schema(url: str) -> None:
+    """Drop every table (schema public) and forget that bot.db already migrated this URL."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    from bot import db
+
+    db.get_engine(url).dispose()  # no pooled connection may hold a lock on the tables being dropped
+    engine = create_engine(url, future=True, poolclass=NullPool)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("SET LOCAL lock_timeout = '20s'"))
+            connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            connection.execute(text("CREATE SCHEMA public"))
+    finally:
+        engine.dispose()
+    db._upgraded.discard(url)
+
+
+@pytest.fixture
+def pg_store(postgres_url):
+    """A TicketStore on PostgreSQL with a fresh schema (Alembic migrations run by TicketStore)."""
+    from bot.tickets import TicketStore
+
+    reset_postgres_schema(postgres_url)
+    return TicketStore(postgres_url)
