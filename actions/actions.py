@@ -66,11 +66,11 @@ def now_for(tracker: Tracker) -> dt.datetime:
 
 def conversation_for(tracker: Tracker) -> Conversation:
     metadata = tracker.latest_message.get("metadata") or {}
-    name = metadata.get("citizen_name") if isinstance(metadata, dict) else None
+    name = clean_citizen_text(str(metadata.get("citizen_name") or ""), 200) if isinstance(metadata, dict) else ""
     return Conversation(
         id=tracker.sender_id,
         channel=tracker.get_latest_input_channel() or "rest",
-        citizen_name=name,
+        citizen_name=name or None,
         message_id=tracker.latest_message.get("message_id"),
     )
 

@@ -35,12 +35,12 @@ class Ticket(Base):
     status = Column(String(16), nullable=False, default="new", index=True)
     urgent = Column(Boolean, nullable=False, default=False)
     handoff_reason = Column(String(32))
-    conversation_id = Column(String(128), nullable=False, index=True)
+    conversation_id = Column(String(255), nullable=False, index=True)
     channel = Column(String(32), nullable=False)
     citizen_name = Column(String(200))
     location = Column(Text)
     summary = Column(Text, nullable=False)
-    source_message_id = Column(String(128), unique=True)  # idempotency: one ticket per citizen message
+    source_message_id = Column(String(255), unique=True)  # idempotency: one ticket per citizen message
     created_at = Column(DateTime, nullable=False, default=utcnow)
     updated_at = Column(DateTime, nullable=False, default=utcnow, onupdate=utcnow)
     first_response_at = Column(DateTime)
@@ -64,12 +64,12 @@ class Message(Base):
 
     id = Column(Integer, primary_key=True)
     ticket_id = Column(Integer, ForeignKey("ticket.id", ondelete="SET NULL"), index=True)
-    conversation_id = Column(String(128), nullable=False)
+    conversation_id = Column(String(255), nullable=False)
     channel = Column(String(32), nullable=False)
     author = Column(String(16), nullable=False)  # citizen, bot, staff, system
     author_name = Column(String(200))
     text = Column(Text, nullable=False)
-    external_id = Column(String(128))  # the channel's or Rasa's message id
+    external_id = Column(String(255))  # the channel's or Rasa's message id
     private = Column(Boolean, nullable=False, default=False)  # staff notes: never sent
     created_at = Column(DateTime, nullable=False, default=utcnow)
 
@@ -117,7 +117,7 @@ class Outbox(Base):
 
     id = Column(Integer, primary_key=True)
     ticket_id = Column(Integer, ForeignKey("ticket.id", ondelete="SET NULL"), index=True)
-    conversation_id = Column(String(128), nullable=False, index=True)
+    conversation_id = Column(String(255), nullable=False, index=True)
     channel = Column(String(32), nullable=False)
     text = Column(Text, nullable=False)
     created_at = Column(DateTime, nullable=False, default=utcnow)

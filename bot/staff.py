@@ -22,6 +22,7 @@ from bot.profile import Profile
 from bot.replies import Replies
 from bot.routing import CM_QUEUE
 from bot.settings import PROJECT_ROOT
+from bot.textnorm import clean_citizen_text
 from bot.tickets import HANDOFF, TicketStore
 
 logger = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ class StaffDesk:
 
     def reply(self, staff: Staff, reference: str, text: str) -> Message:
         """Send a message to the citizen (signed), recorded on the ticket."""
-        text = " ".join((text or "").split()) if "\n" not in (text or "") else (text or "").strip()
+        text = clean_citizen_text(text, limit=10_000)
         if not text:
             raise DeskError("Le message est vide.")
         if len(text) > 3000:
@@ -177,7 +178,7 @@ class StaffDesk:
 
     def note(self, staff: Staff, reference: str, text: str) -> Message:
         """A private note: stays on the ticket, never sent."""
-        text = (text or "").strip()
+        text = clean_citizen_text(text, limit=5000)
         if not text:
             raise DeskError("La note est vide.")
         ticket = self.ticket(staff, reference)

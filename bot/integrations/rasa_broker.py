@@ -16,6 +16,7 @@ from rasa.utils.endpoints import EndpointConfig
 
 from bot import notify
 from bot.settings import get_settings
+from bot.textnorm import clean_citizen_text
 from bot.tickets import TicketStore
 from bot.transcript import record_bot_message, record_citizen_message
 
@@ -47,7 +48,8 @@ class TranscriptBroker(EventBroker):
                 metadata = event.get("metadata") or {}
                 record_citizen_message(self.store, conversation, event.get("input_channel") or "rest",
                                        event.get("text"), message_id, when,
-                                       author_name=metadata.get("citizen_name") if isinstance(metadata, dict) else None)
+                                       author_name=clean_citizen_text(str(metadata.get("citizen_name") or ""), 200) or None
+                                       if isinstance(metadata, dict) else None)
             else:
                 record_bot_message(self.store, conversation, "rasa", event.get("text"),
                                    self._turn.get(conversation), when)
