@@ -1,0 +1,523 @@
+"""Flask application of the staff desk: login, queue, ticket page with its forms, statistics.
+
+Design:
+- Server-rendered Jinja templates (autoescaped: citizen text is always shown as text), a small
+  inline stylesheet, no script at all (the Content-Security-Policy forbids scripts): every action
+  is an HTML form posted to the server, which redirects back with a French flash message.
+- Permissions live in ``bot.staff.StaffDesk``: the views only pass the logged-in ``Staff``; a ticket
+  the user may not see is a 404, exactly like a ticket that does not exist.
+- Sessions are Flask's signed cookies (HttpOnly, SameSite=Lax, Secure with GUICHET_SECURE_COOKIES=1)
+  holding the username, the login time and the CSRF token. A session ends ``session_minutes`` after
+  the login, whatever the activity (absolute check on the login time, plus the cookie lifetime).
+- Statistics (``bot.stats``) are reserved to the CM: they are town-wide and include the hand-off
+  reasons, which a service head does not see anywhere else.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+
+from flask import Flask, Response, abort, current_app, flash, g, redirect, render_template, request, session, url_for
+from werkzeug.exceptions import Forbidden, HTTPException, ServiceUnavailable
+
+from bot.models import STATUSES
+from bot.staff import (
+    HANDOFF_REASON_LABELS,
+    NOTIFIED_STATUSES,
+    STATUS_LABELS,
+    DeskError,
+    NotFound,
+    StaffDesk,
+    load_canned_answers,
+)
+from bot.tickets import HANDOFF
+from bot.web.security import (
+    CSRF_MESSAGE,
+    csrf_field,
+    csrf_token,
+    csrf_valid,
+    load_secret_key,
+    safe_next,
+    security_headers,
+)
+
+logger = logging.getLogger(__name__)
+
+CHART_NAMES = {
+    "messages_per_day": "Messages reçus par jour",
+    "tickets_per_service": "Tickets par service et par statut",
+    "handoff_reasons": "Transferts au community manager, par motif",
+}
+KIND_LABELS = {"report": "Signalement", "request": "Demande", "complaint": "Réclamation",
+               "handoff": "Transfert au community manager"}
+ROUTE_KINDS = ("report", "request", "complaint")
+AUTHOR_LABELS = {"citizen": "Citoyen", "bot": "Assistant", "staff": "Agent", "system": "Système"}
+LOGIN_ERROR = ("Identifiant ou mot de passe incorrect. Après 5 essais manqués, le compte est bloqué "
+               "pendant 15 minutes.")
+PUBLIC_ENDPOINTS = {"login"}
+STATS_DAYS = (7, 30, 90, 365)
+ERROR_MESSAGES = {
+    400: ("Requête invalide", "Le formulaire envoyé est incomplet ou invalide."),
+    403: ("Accès refusé", "Cette page ne vous est pas accessible."),
+    404: ("Introuvable", "Cette page ou ce ticket n'existe pas, ou ne relève pas de votre service."),
+    405: ("Action impossible", "Cette adresse ne s'utilise pas de cette façon."),
+    413: ("Envoi trop volumineux", "Le contenu envoyé est trop volumineux."),
+    500: ("Erreur interne", "Une erreur est survenue. Réessayez ; si elle persiste, prévenez l'administrateur."),
+    503: ("Service indisponible", "Ce service est momentanément indisponible."),
+}
+
+
+class _State:
+    """What the views share: how to get the desk, the accounts (built lazily), the clock."""
+
+    def __init__(self, desk_factory: Callable[[], StaffDesk], accounts, session_seconds: float):
+        self.desk_factory = desk_factory
+        self._accounts = accounts
+        self._lock = threading.Lock()
+        self.session_seconds = session_seconds
+
+    def accounts(self, desk: StaffDesk):
+        if self._accounts is None:
+            with self._lock:
+                if self._accounts is None:
+                    from bot.accounts import Accounts
+
+                    self._accounts = Accounts(desk.store, desk.profile)
+        return self._accounts
+
+
+def create_app(desk_factory: Callable[[], StaffDesk] | None = None, accounts=None, secret_key: str | None = None,
+               session_minutes: float = 480) -> Flask:
+    """The staff web application.
+
+    ``desk_factory`` returns the ``StaffDesk`` to use (default: ``bot.staff.get_desk``, the configured
+    database and profile); ``accounts`` defaults to ``Accounts`` on the desk's store and profile.
+    ``app.config["GUICHET_CLOCK"]`` (a ``time.time``-like callable) is the clock of the session checks.
+    """
+    if desk_factory is None:
+        from bot.staff import get_desk
+
+        desk_factory = get_desk
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=secret_key or load_secret_key(),
+        SESSION_COOKIE_NAME="guichet_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=_env_flag("GUICHET_SECURE_COOKIES"),
+        PERMANENT_SESSION_LIFETIME=dt.timedelta(minutes=session_minutes),
+        SESSION_REFRESH_EACH_REQUEST=False,  # the cookie expires with the session, not later
+        MAX_CONTENT_LENGTH=256 * 1024,
+        GUICHET_CLOCK=time.time,
+        QUEUE_REFRESH_SECONDS=30,
+    )
+    app.jinja_env.autoescape = True  # every template, whatever its extension
+    app.jinja_env.trim_blocks = True
+    app.jinja_env.lstrip_blocks = True
+    state = _State(desk_factory, accounts, session_minutes * 60)
+    app.extensions["guichet"] = state
+    _register_helpers(app)
+    _register_guards(app, state)
+    _register_views(app, state)
+    _register_errors(app)
+    return app
+
+
+def serve(host: str = "127.0.0.1", port: int = 8080, app: Flask | None = None) -> None:
+    """Run the staff interface with werkzeug's threaded server until Ctrl-C."""
+    from werkzeug.serving import make_server
+
+    app = app or create_app()
+    server = make_server(host, port, app, threaded=True)
+    logger.info("staff web interface on http://%s:%s/", host, server.server_port)  # `guichet staff serve` says it
+    if host not in ("127.0.0.1", "localhost", "::1") and not app.config["SESSION_COOKIE_SECURE"]:
+        print("Attention : servi hors de la boucle locale sans HTTPS. Placez-le derrière un proxy HTTPS et "
+              "définissez GUICHET_SECURE_COOKIES=1.", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "oui")
+
+
+# --- helpers available to the views and templates ------------------------------------------------
+
+def _desk() -> StaffDesk:
+    """The desk of this request (one ``desk_factory()`` call per request)."""
+    if "desk" not in g:
+        g.desk = current_app.extensions["guichet"].desk_factory()
+    return g.desk
+
+
+def _register_helpers(app: Flask) -> None:
+    def local_time(moment, fmt="%d/%m/%Y %H:%M"):
+        if moment is None:
+            return "—"
+        if isinstance(moment, dt.datetime):
+            return _desk().hours.local(moment).strftime(fmt)
+        if isinstance(moment, dt.date):
+            return moment.strftime("%d/%m/%Y")
+        return str(moment)
+
+    def decimal_fr(value, digits=1):
+        if value is None:
+            return "—"
+        return f"{float(value):.{digits}f}".replace(".", ",")
+
+    def duration(hours):
+        if hours is None:
+            return "—"
+        whole, minutes = divmod(round(float(hours) * 60), 60)
+        if not whole:
+            return f"{minutes} min"
+        return f"{whole} h {minutes:02d}" if minutes else f"{whole} h"
+
+    def percent(value):  # a share between 0 and 1
+        if value is None:
+            return "—"
+        return f"{float(value) * 100:.0f} %"
+
+    def queue_label(slug):
+        desk = _desk()
+        if slug in desk.profile.services:
+            return desk.profile.services[slug].name
+        if slug == "cm":
+            return f"Community manager (équipe {desk.profile.cm_team})"
+        return slug
+
+    def excerpt(text, length=160):
+        text = " ".join((text or "").split())
+        return text if len(text) <= length else text[: length - 1].rstrip() + "…"
+
+    app.jinja_env.filters.update(local_time=local_time, decimal_fr=decimal_fr, duration=duration, percent=percent,
+                                 queue_label=queue_label, excerpt=excerpt)
+
+    @app.context_processor
+    def _context():
+        return {
+            "staff": g.get("staff"),
+            "csrf_field": lambda: csrf_field(session),
+            "csp_nonce": g.get("csp_nonce", ""),
+            "town_name": _town_name(),
+            "STATUS_LABELS": STATUS_LABELS,
+            "KIND_LABELS": KIND_LABELS,
+            "AUTHOR_LABELS": AUTHOR_LABELS,
+        }
+
+
+def _town_name() -> str:
+    try:
+        return _desk().profile.town.short_name
+    except Exception:  # noqa: BLE001 - error pages must render even when the database is down
+        return ""
+
+
+# --- login, expiry, CSRF -------------------------------------------------------------------------
+
+def _register_guards(app: Flask, state: _State) -> None:
+    @app.before_request
+    def _guard():
+        g.csp_nonce = secrets.token_urlsafe(16)
+        g.staff = None
+        now = app.config["GUICHET_CLOCK"]()
+        username = session.get("user")
+        if username:
+            login_at = session.get("login_at")
+            if not isinstance(login_at, (int, float)) or not 0 <= now - login_at < state.session_seconds:
+                session.clear()
+                flash("Votre session a expiré : reconnectez-vous.", "error")
+                if request.endpoint != "login":
+                    return redirect(url_for("login"))
+            else:
+                g.staff = state.accounts(_desk()).get(username)
+                if g.staff is None:  # account deactivated since the login
+                    session.clear()
+        if request.endpoint not in PUBLIC_ENDPOINTS and g.staff is None:
+            if request.endpoint is None:
+                abort(404)
+            target = request.full_path.rstrip("?") if request.method == "GET" else None
+            return redirect(url_for("login", next=target) if target and target != "/" else url_for("login"))
+        if request.method == "POST" and not csrf_valid(session, request.form):
+            return _error_page(400, CSRF_MESSAGE)
+        return None
+
+    @app.after_request
+    def _headers(response):
+        return security_headers(response, g.get("csp_nonce", ""))
+
+
+# --- pages ---------------------------------------------------------------------------------------
+
+def _register_views(app: Flask, state: _State) -> None:
+    @app.get("/")
+    def index():
+        return redirect(url_for("queue"))
+
+    @app.route("/login", methods=["GET", "POST"])
+    def login():
+        target = safe_next(request.values.get("next"))
+        if request.method == "GET":
+            if g.staff is not None:
+                return redirect(target or url_for("queue"))
+            csrf_token(session)
+            return render_template("login.html", next=target, username="")
+        username = request.form.get("username", "").strip()[:64]
+        password = request.form.get("password", "")
+        staff = None
+        if username and password and len(password) <= 1024:
+            staff = state.accounts(_desk()).authenticate(username, password)
+        if staff is None:
+            return render_template("login.html", next=target, username=username, error=LOGIN_ERROR), 401
+        session.clear()  # a fresh session (and CSRF token) for the new login
+        session.permanent = True
+        session["user"] = staff.username
+        session["login_at"] = app.config["GUICHET_CLOCK"]()
+        csrf_token(session)
+        flash(f"Bonjour {staff.display_name} !", "ok")
+        return redirect(target or url_for("queue"))
+
+    @app.post("/logout")
+    def logout():
+        session.clear()
+        flash("Vous êtes déconnecté(e).", "ok")
+        return redirect(url_for("login"))
+
+    @app.get("/queue")
+    def queue():
+        desk = _desk()
+        include_closed = request.args.get("tous") == "1"
+        items = desk.queue(g.staff, include_closed=include_closed)
+        return render_template("queue.html", items=items, include_closed=include_closed,
+                               refresh=app.config["QUEUE_REFRESH_SECONDS"],
+                               now=dt.datetime.now(dt.timezone.utc))
+
+    @app.get("/recherche")
+    def find():
+        reference = request.args.get("reference", "").strip()[:40]
+        try:
+            ticket = _desk().ticket(g.staff, reference)
+        except NotFound:
+            flash(f"Aucun ticket « {reference} » parmi ceux que vous pouvez consulter.", "error")
+            return redirect(url_for("queue"))
+        return redirect(url_for("ticket", reference=ticket.reference))
+
+    @app.get("/tickets/<reference>")
+    def ticket(reference: str):
+        desk = _desk()
+        ticket = _load(reference)
+        canned = load_canned_answers()
+        draft = ""
+        chosen = request.args.get("reponse", "")
+        for answer in canned:
+            if answer["key"] == chosen:
+                draft = answer["text"]
+        duplicate_of = desk.store.get(ticket.duplicate_of_id).reference if ticket.duplicate_of_id else None
+        return render_template(
+            "ticket.html", ticket=ticket, reason=desk.reason(ticket),
+            transcript=desk.transcript(g.staff, ticket.reference), audit=desk.audit(g.staff, ticket.reference),
+            canned=canned, chosen=chosen, draft=draft, duplicate_of=duplicate_of,
+            services=desk.profile.services, route_kinds=ROUTE_KINDS,
+            statuses=[s for s in STATUSES if s != "new"], is_handoff=ticket.kind == HANDOFF,
+            today=desk.hours.local(dt.datetime.now(dt.timezone.utc)).date().isoformat(),
+            signature=g.staff.signature(desk.profile),
+        )
+
+    @app.post("/tickets/<reference>/take")
+    def ticket_take(reference: str):
+        ticket = _load(reference)
+        return _act(ticket.reference, lambda: _desk().take(g.staff, ticket.reference),
+                    f"Vous avez pris en charge le ticket {ticket.reference}.")
+
+    @app.post("/tickets/<reference>/reply")
+    def ticket_reply(reference: str):
+        ticket = _load(reference)
+        text = request.form.get("message", "").replace("\r\n", "\n")
+        key = request.form.get("canned", "")
+        answers = {a["key"]: a["text"] for a in load_canned_answers()}
+        if request.form.get("action") == "insert":  # fill the text box with the answer, to edit it
+            if key not in answers:
+                flash("Choisissez d'abord une réponse type dans la liste.", "error")
+                return _back(ticket.reference, "repondre")
+            return redirect(url_for("ticket", reference=ticket.reference, reponse=key) + "#repondre")
+        if not text.strip() and key:
+            if key not in answers:
+                flash("Réponse type inconnue.", "error")
+                return _back(ticket.reference, "repondre")
+            text = answers[key]
+        return _act(ticket.reference, lambda: _desk().reply(g.staff, ticket.reference, text),
+                    "Réponse envoyée au citoyen.", "conversation")
+
+    @app.post("/tickets/<reference>/note")
+    def ticket_note(reference: str):
+        ticket = _load(reference)
+        text = request.form.get("note", "").replace("\r\n", "\n")
+        return _act(ticket.reference, lambda: _desk().note(g.staff, ticket.reference, text),
+                    "Note privée ajoutée (elle n'est jamais envoyée au citoyen).", "conversation")
+
+    @app.post("/tickets/<reference>/route")
+    def ticket_route(reference: str):
+        desk = _desk()
+        ticket = _load(reference)
+        service = request.form.get("service", "")
+        kind = request.form.get("kind", "request")
+        name = desk.profile.services[service].name if service in desk.profile.services else service
+        message = f"Ticket orienté vers le service {name} ; le citoyen est prévenu."
+        if ticket.kind == HANDOFF:
+            message += " La conversation est rendue à l'assistant."
+        return _act(ticket.reference, lambda: desk.route(g.staff, ticket.reference, service, kind), message)
+
+    @app.post("/tickets/<reference>/status")
+    def ticket_status(reference: str):
+        desk = _desk()
+        ticket = _load(reference)
+        status = request.form.get("status", "")
+        note = request.form.get("note", "").strip()[:2000] or None
+        scheduled_for = None
+        if status == "scheduled":
+            scheduled_for = _parse_date(request.form.get("scheduled_for", ""), desk)
+            if scheduled_for is None:
+                flash("Indiquez une date d'intervention valide, aujourd'hui ou plus tard.", "error")
+                return _back(ticket.reference, "statut")
+        duplicate_of = (request.form.get("duplicate_of", "").strip()[:40] or None) if status == "duplicate" else None
+        label = STATUS_LABELS.get(status, status)
+        message = f"Statut changé : {label}."
+        if status in NOTIFIED_STATUSES:
+            message += " Le citoyen est prévenu."
+        if status == "not_ours":
+            message += " Le ticket est renvoyé au community manager."
+        if status == "closed" and ticket.kind == HANDOFF:
+            message += " La conversation est rendue à l'assistant."
+        return _act(ticket.reference, lambda: desk.set_status(g.staff, ticket.reference, status,
+                                                              scheduled_for=scheduled_for,
+                                                              duplicate_of=duplicate_of, note=note), message)
+
+    @app.post("/tickets/<reference>/close")
+    def ticket_close(reference: str):
+        ticket = _load(reference)
+        note = request.form.get("note", "").strip()[:2000] or None
+        message = f"Ticket {ticket.reference} clôturé."
+        if ticket.kind == HANDOFF and ticket.status == "closed":
+            message = "La conversation est rendue à l'assistant."
+        elif ticket.kind == HANDOFF:
+            message += " La conversation est rendue à l'assistant."
+        return _act(ticket.reference, lambda: _desk().close(g.staff, ticket.reference, note), message)
+
+    @app.get("/stats")
+    def stats():
+        days = _stats_days()
+        figures = _figures(days)
+        return render_template("stats.html", figures=figures, days=days, choices=STATS_DAYS, charts=CHART_NAMES,
+                               statuses=STATUSES, reasons=HANDOFF_REASON_LABELS)
+
+    @app.get("/stats.csv")
+    def stats_csv():
+        days = _stats_days()
+        figures = _figures(days)
+        filename = f"guichet-statistiques-{dt.date.today().isoformat()}-{days}j.csv"
+        return Response(_stats_module().to_csv(figures), mimetype="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+    @app.get("/stats/<name>.png")
+    def stats_chart(name: str):
+        if name not in CHART_NAMES:
+            abort(404)
+        figures = _figures(_stats_days())
+        return Response(_stats_module().chart_png(figures, name), mimetype="image/png",
+                        headers={"Cache-Control": "private, no-store"})
+
+
+def _load(reference: str):
+    """The ticket if this user may see it; 404 otherwise (it exists or not: nothing revealed)."""
+    try:
+        return _desk().ticket(g.staff, reference)
+    except NotFound:
+        abort(404)
+
+
+def _act(reference: str, action: Callable[[], object], success: str, anchor: str = ""):
+    try:
+        action()
+    except NotFound:
+        abort(404)
+    except DeskError as exc:
+        flash(str(exc), "error")
+    else:
+        flash(success, "ok")
+    return _back(reference, anchor)
+
+
+def _back(reference: str, anchor: str = ""):
+    """Back to the ticket page, or to the queue when the ticket is no longer visible (sent to the CM)."""
+    try:
+        _desk().ticket(g.staff, reference)
+    except NotFound:
+        return redirect(url_for("queue"))
+    return redirect(url_for("ticket", reference=reference) + (f"#{anchor}" if anchor else ""))
+
+
+def _parse_date(text: str, desk: StaffDesk) -> dt.datetime | None:
+    """A date from ``<input type=date>`` (AAAA-MM-JJ), as noon local time; None if invalid or past."""
+    try:
+        day = dt.date.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    today = desk.hours.local(dt.datetime.now(dt.timezone.utc)).date()
+    if day < today:
+        return None
+    return desk.hours.tz.localize(dt.datetime.combine(day, dt.time(12, 0)))
+
+
+def _abort(code: int, message: str):
+    """Stop with an error page showing this French message."""
+    exc = {403: Forbidden, 503: ServiceUnavailable}[code](description=message)
+    exc.french = True
+    raise exc
+
+
+def _stats_module():
+    """``bot.stats``, imported lazily (matplotlib is slow to load and only this page needs it)."""
+    try:
+        from bot import stats as stats_module
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("bot.stats", "matplotlib"):
+            raise
+        _abort(503, "Les statistiques ne sont pas disponibles sur ce serveur (module bot.stats absent).")
+    return stats_module
+
+
+def _stats_days() -> int:
+    if not g.staff.is_cm:
+        _abort(403, "Les statistiques sont réservées au community manager : elles couvrent toute la commune.")
+    try:
+        days = int(request.args.get("jours", "30"))
+    except ValueError:
+        days = 30
+    return min(max(days, 1), 366)
+
+
+def _figures(days: int):
+    desk = _desk()
+    return _stats_module().compute(desk.store, desk.profile, desk.hours, days=days)
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+def _error_page(code: int, message: str | None = None):
+    title, default = ERROR_MESSAGES.get(code, ERROR_MESSAGES[500])
+    return render_template("error.html", code=code, title=title, message=message or default), code
+
+
+def _register_errors(app: Flask) -> None:
+    @app.errorhandler(HTTPException)  # also what Flask shows for an unhandled exception (500)
+    def _http_error(exc: HTTPException):
+        return _error_page(exc.code or 500, exc.description if getattr(exc, "french", False) else None)

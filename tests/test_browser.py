@@ -1,0 +1,323 @@
+"""The staff web interface in a real headless Chromium, with JavaScript turned off, against the real
+assistant (Rasa + action server, the `stack` fixture) and the web server on loopback.
+
+Two people at work: the CM answers and closes a hand-off (the citizen gets the reply and the bot
+talks to them again), the head of Voirie resolves a street-light report (the citizen is told) and
+cannot see another service's ticket. Screenshots of each page, desktop and phone, go to
+var/screenshots/.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import threading
+import time
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOTS = ROOT / "var" / "screenshots"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+PASSWORD = "un-mot-de-passe-solide"
+DESKTOP, PHONE = (1280, 900), (390, 844)
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def web(stack):
+    """The staff web server (werkzeug, threaded) on a free loopback port, on the stack's database."""
+    from werkzeug.serving import make_server
+
+    from bot.accounts import Accounts
+    from bot.hours import StaffHours
+    from bot.integrations.rasa_api import resume_conversation
+    from bot.profile import load_profile
+    from bot.replies import Replies, load_replies
+    from bot.stack import free_port
+    from bot.staff import StaffDesk
+    from bot.tickets import TicketStore
+    from bot.web import create_app
+
+    profile = load_profile(ROOT / "collectivite.yml")
+    replies = Replies(load_replies(str(ROOT / "bot" / "replies.fr.yml"), ()), {"town": profile.town})
+    store = TicketStore(stack.database_url)
+    desk = StaffDesk(store, profile, StaffHours.from_town(profile.town), replies,
+                     resume_conversation=lambda conversation: resume_conversation(conversation,
+                                                                                  rasa_url=stack.rasa_url))
+    accounts = Accounts(store, profile)
+    accounts.create("camille", PASSWORD, "cm", display_name="Camille (communication)")
+    accounts.create("victor", PASSWORD, "head", "voirie", display_name="Victor (voirie)")
+    app = create_app(desk_factory=lambda: desk, accounts=accounts, secret_key=secrets.token_hex(32))
+    server = make_server("127.0.0.1", free_port(), app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield SimpleNamespace(url=f"http://127.0.0.1:{server.server_port}", app=app, store=store, desk=desk)
+    finally:
+        server.shutdown()
+        thread.join(10)
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.fail(f"{CHROMIUM} or {CHROMEDRIVER} is missing: apt-get install -y chromium chromium-driver",
+                    pytrace=False)
+    options = Options()
+    options.binary_location = str(CHROMIUM)
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--no-first-run", "--hide-scrollbars", "--lang=fr-FR", f"--window-size={DESKTOP[0]},{DESKTOP[1]}",
+                     f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        options.add_argument(argument)
+    # JavaScript off for every page: the whole desk must work with plain HTML forms.
+    options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2,
+                                              "intl.accept_languages": "fr-FR,fr"})
+    service = Service(str(CHROMEDRIVER), env={**os.environ, "LANG": "fr_FR.UTF-8", "LANGUAGE": "fr_FR:fr"})
+    driver = webdriver.Chrome(service=service, options=options)
+    driver.set_page_load_timeout(30)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+def say(stack, sender: str, text: str) -> list[str]:
+    response = requests.post(stack.chat_url, json={"sender": sender, "message": text}, timeout=60)
+    response.raise_for_status()
+    return [m.get("text", "") for m in response.json()]
+
+
+def collect(stack, sender: str) -> list[str]:
+    """What staff sent this citizen since the last call (the relay's pull endpoint)."""
+    response = requests.get(f"{stack.rasa_url}/webhooks/guichet/outbox", params={"sender": sender}, timeout=10)
+    response.raise_for_status()
+    return [m["text"] for m in response.json()]
+
+
+def css(driver, selector: str):
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.CSS_SELECTOR, selector)
+
+
+def body(driver) -> str:
+    return css(driver, "body").text
+
+
+def click_and_wait(driver, element) -> None:
+    """Click a link or a submit button and wait until the next page (after any redirect) is loaded."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    old_page = css(driver, "html")
+    element.click()
+    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(old_page))
+    WebDriverWait(driver, 30).until(
+        lambda d: d.execute_script("return document.readyState") == "complete")
+
+
+def submit(driver, form_selector: str, button: str = "button[type=submit]") -> None:
+    click_and_wait(driver, css(driver, f"{form_selector} {button}"))
+
+
+def login(driver, web, username: str) -> None:
+    driver.delete_all_cookies()
+    driver.get(f"{web.url}/queue")
+    assert "/login" in driver.current_url and "Connexion à l'espace agents" in body(driver)
+    css(driver, "#username").send_keys(username)
+    css(driver, "#password").send_keys(PASSWORD)
+    submit(driver, "form.action")
+    assert driver.current_url.endswith("/queue"), driver.current_url
+    assert "Bonjour" in body(driver)
+
+
+def no_script(driver) -> None:
+    from selenium.webdriver.common.by import By
+
+    assert driver.find_elements(By.TAG_NAME, "script") == []
+
+
+def resize(driver, size: tuple[int, int]) -> dict:
+    """Set the window size and wait until the page is laid out at the new width."""
+    driver.set_window_size(*size)
+    metrics = {}
+
+    def settled():
+        nonlocal metrics
+        metrics = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
+        return metrics["cssLayoutViewport"]["clientWidth"] <= size[0] and \
+            metrics["cssLayoutViewport"]["clientWidth"] >= size[0] - 20  # a scroll bar may take some
+    assert wait_for(settled, timeout=5, step=0.1), metrics
+    time.sleep(0.2)  # let the layout settle before anyone clicks
+    return driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
+
+
+def screenshot(driver, name: str, size: tuple[int, int]) -> Path:
+    """A full-page PNG at this window size (CSS pixels), then back to the desktop size."""
+    metrics = resize(driver, size)
+    width = metrics["cssLayoutViewport"]["clientWidth"]
+    height = min(metrics["cssContentSize"]["height"], 8000)
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
+    })
+    path = SCREENSHOTS / f"{name}.png"
+    path.write_bytes(base64.b64decode(shot["data"]))
+    resize(driver, DESKTOP)
+    return path
+
+
+def both_sizes(driver, name: str) -> None:
+    screenshot(driver, f"{name}-desktop", DESKTOP)
+    screenshot(driver, f"{name}-phone", PHONE)
+
+
+def wait_for(condition, timeout: float = 20, step: float = 0.5):
+    """Poll ``condition`` until it is truthy (a page reloading under our feet counts as "not yet")."""
+    from selenium.common.exceptions import WebDriverException
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = condition()
+        except WebDriverException:
+            value = None
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(step)
+
+
+# --- the scenarios -------------------------------------------------------------------------------
+
+def test_cm_answers_and_closes_a_handoff(stack, web, browser):
+    citizen = f"web-a-{uuid.uuid4().hex[:8]}"
+    replies = say(stack, citizen, "je veux parler à quelqu'un de la mairie svp")
+    [ticket] = web.store.for_conversation(citizen)
+    assert ticket.kind == "handoff" and ticket.queue == "cm" and any(ticket.reference in r for r in replies)
+
+    login(browser, web, "camille")
+    assert "Transferts et tickets à orienter" in body(browser) and ticket.reference in body(browser)
+    assert "demande à parler à une personne" in body(browser)
+    no_script(browser)
+    both_sizes(browser, "cm-queue")
+
+    # A new hand-off shows up on the open queue page by itself (meta refresh, no JavaScript).
+    web.app.config["QUEUE_REFRESH_SECONDS"] = 2
+    browser.get(f"{web.url}/queue")
+    assert '<meta http-equiv="refresh" content="2">' in browser.page_source
+    newcomer = f"web-c-{uuid.uuid4().hex[:8]}"
+    say(stack, newcomer, "passez-moi un conseiller humain")
+    [late] = web.store.for_conversation(newcomer)
+    assert wait_for(lambda: late.reference in body(browser), timeout=20), "the queue did not refresh itself"
+    web.app.config["QUEUE_REFRESH_SECONDS"] = 30
+
+    browser.get(f"{web.url}/queue")
+    click_and_wait(browser, css(browser, f"a[href='/tickets/{ticket.reference}']"))
+    assert browser.current_url.endswith(f"/tickets/{ticket.reference}")
+    page = body(browser)
+    assert "je veux parler à quelqu'un de la mairie svp" in page and "Transfert au community manager" in page
+
+    submit(browser, "form[action$='/take']")
+    assert "Vous avez pris en charge le ticket" in body(browser)
+    assert web.store.get(ticket.id).assigned_to == "camille"
+
+    assert say(stack, citizen, "allô ? vous êtes là ?") == []  # the bot stays silent during the hand-off
+    browser.refresh()
+    assert "allô ? vous êtes là ?" in body(browser)
+
+    reply = "Bonjour, ici Camille de la mairie. Je m'occupe de votre demande."
+    css(browser, "#message").send_keys(reply)
+    submit(browser, "form[action$='/reply']", "button[value=send]")
+    assert "Réponse envoyée au citoyen." in body(browser)
+    css(browser, "#note-text").send_keys("Citoyen rappelé, rien d'autre à faire.")
+    submit(browser, "form[action$='/note']")
+    assert "Note privée ajoutée" in body(browser) and "NOTE PRIVÉE" in body(browser).upper()
+    no_script(browser)
+    both_sizes(browser, "cm-ticket")
+
+    received = collect(stack, citizen)
+    assert received == [f"{reply}\n— L'équipe Communication"]  # the note was never sent
+
+    css(browser, "#close-note").send_keys("échange terminé")
+    submit(browser, "form[action$='/close']")
+    assert "clôturé" in body(browser) and "La conversation est rendue à l'assistant." in body(browser)
+    assert web.store.get(ticket.id).status == "closed"
+    browser.get(f"{web.url}/queue")
+    assert ticket.reference not in body(browser)
+
+    again = say(stack, citizen, "la piscine est ouverte le dimanche ?")
+    assert any("valbourg.example/piscine" in r for r in again), again
+
+    browser.get(f"{web.url}/stats")
+    assert "Statistiques de toute la commune" in body(browser)
+    assert wait_for(lambda: browser.execute_script(
+        "return Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"), timeout=30)
+    screenshot(browser, "cm-stats-desktop", DESKTOP)
+
+    submit(browser, "header form[action='/logout']")
+    assert "/login" in browser.current_url and "Vous êtes déconnecté(e)." in body(browser)
+    screenshot(browser, "login-phone", PHONE)
+
+
+def test_voirie_head_resolves_a_report_and_sees_only_voirie(stack, web, browser):
+    from bot.tickets import NewTicket
+
+    citizen = f"web-b-{uuid.uuid4().hex[:8]}"
+    first = say(stack, citizen, "un lampadaire est cassé")
+    assert any("Où exactement" in r for r in first), first
+    second = say(stack, citizen, "devant le 5 rue des Lilas")
+    [ticket] = web.store.for_conversation(citizen)
+    assert ticket.queue == "voirie" and "Lilas" in (ticket.location or "")
+    assert any(ticket.reference in r for r in second)
+    other, _ = web.store.create(NewTicket(kind="report", queue="proprete", conversation_id=f"{citizen}-autre",
+                                          channel="guichet", summary="Poubelle renversée rue des Lilas"))
+
+    login(browser, web, "victor")
+    page = body(browser)
+    assert "Tickets du service Voirie et éclairage public" in page
+    assert ticket.reference in page and other.reference not in page
+    assert "Statistiques" not in css(browser, "header").text
+    no_script(browser)
+    both_sizes(browser, "voirie-queue")
+
+    click_and_wait(browser, css(browser, f"a[href='/tickets/{ticket.reference}']"))
+    page = body(browser)
+    assert "un lampadaire est cassé" in page and "devant le 5 rue des Lilas" in page
+    assert "Orienter vers un service" not in page  # routing is the CM's
+
+    from selenium.webdriver.support.select import Select
+
+    Select(css(browser, "#status")).select_by_value("resolved")
+    css(browser, "#status-note").send_keys("ampoule remplacée")
+    submit(browser, "form[action$='/status']")
+    page = body(browser)
+    assert "Statut changé : Résolu. Le citoyen est prévenu." in page and "ampoule remplacée" in page
+    assert web.store.get(ticket.id).status == "resolved"
+    both_sizes(browser, "voirie-ticket")
+
+    browser.get(f"{web.url}/tickets/{other.reference}")
+    assert "Introuvable" in body(browser) and "Poubelle" not in body(browser)
+
+    notices = wait_for(lambda: collect(stack, citizen), timeout=10)
+    assert any("résolu" in text and ticket.reference in text for text in notices), notices
+
+    browser.get(f"{web.url}/queue")
+    assert ticket.reference not in body(browser)  # resolved: out of the open queue
