@@ -1,6 +1,7 @@
 """The ticket table on a real PostgreSQL server (the one conftest's `postgres_url` starts on loopback).
 
-The same code runs on SQLite and PostgreSQL: migrations up and down, idempotent creation (also
+The same code runs on SQLite and PostgreSQL (tests/test_tickets.py runs on both): migrations up and down,
+idempotent creation (also
 when two workers race on the same citizen message), references, the citizen's status lookup,
 transcript and hand-off, the relay's outbox, the staff desk, and two CMs taking one ticket at the
 same moment (threads, then separate processes: the database decides, not Python).
@@ -15,12 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import func, inspect, select
 
-from bot import db, events, relay
+from bot import db, relay
 from bot.accounts import Staff
-from bot.models import Message, Outbox, StatusChange, Ticket
+from bot.models import Outbox, StatusChange, Ticket
 from bot.staff import AlreadyTaken, NotFound, StaffDesk
-from bot.tickets import NewTicket, TicketStore, format_reference, parse_reference
-from bot.transcript import record_bot_message, record_citizen_message
+from bot.tickets import NewTicket, TicketStore, format_reference
+from bot.transcript import record_citizen_message
 
 pytestmark = pytest.mark.postgres
 
@@ -124,29 +125,6 @@ def test_alembic_upgrade_downgrade_and_back(pg_store):
     assert state() == (head, TABLES)
 
 
-# --- tickets ----------------------------------------------------------------------------------------
-def test_reference_format_and_audit_line(pg_store):
-    moment = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=1)))
-    ticket, created = pg_store.create(new(), now=moment)
-    assert created and ticket.reference == f"T-2026-{ticket.id:06d}"
-    assert parse_reference(f"où en est {ticket.reference} ?") == (2026, ticket.id)
-    assert ticket.status == "new" and ticket.created_at == dt.datetime(2026, 3, 2, 8, 0)  # naive UTC
-    stored = pg_store.by_reference(ticket.reference)
-    assert stored.id == ticket.id and stored.created_at == dt.datetime(2026, 3, 2, 8, 0)
-    assert pg_store.by_reference(f"T-2025-{ticket.id:06d}") is None  # wrong year
-    assert pg_store.by_reference(f"ticket {ticket.id:06d}").id == ticket.id
-    assert audit_of(pg_store, ticket.id) == [(None, "new", "bot")]
-    second, _ = pg_store.create(new(source="msg-2"))
-    assert second.id == ticket.id + 1 and second.reference == format_reference(second.created_at.year, second.id)
-
-
-def test_same_citizen_message_never_makes_two_tickets(pg_store):
-    first, created = pg_store.create(new())
-    again, created_again = pg_store.create(new())
-    assert created and not created_again and again.id == first.id
-    assert count(pg_store, Ticket) == 1 and count(pg_store, StatusChange) == 1
-
-
 @pytest.mark.timeout(120)
 def test_two_workers_creating_the_same_ticket_at_once_make_exactly_one(pg_store):
     rounds = 25
@@ -166,50 +144,6 @@ def test_two_workers_creating_the_same_ticket_at_once_make_exactly_one(pg_store)
                                       .group_by(Ticket.source_message_id)).all()
     assert len(per_message) == rounds and all(n == 1 for _, n in per_message)
     assert count(pg_store, StatusChange) == rounds
-
-
-def test_status_lookup_only_reveals_the_citizens_own_tickets(pg_store):
-    mine, _ = pg_store.create(new("alice", "a1"))
-    theirs, _ = pg_store.create(new("bob", "b1"))
-    asked, found = pg_store.citizen_lookup("alice", f"où en est {mine.reference}")
-    assert asked == mine.reference and [t.id for t in found] == [mine.id]
-    asked, found = pg_store.citizen_lookup("alice", f"et {theirs.reference} ?")
-    assert asked == theirs.reference and found == []
-    asked, found = pg_store.citizen_lookup("alice", f"ticket {theirs.id:06d}")
-    assert found == []
-    _, latest = pg_store.citizen_lookup("alice", "des nouvelles de mon signalement ?")
-    assert [t.id for t in latest] == [mine.id]
-
-
-def test_transcript_links_earlier_messages_and_the_handoff_keeps_messages(pg_store):
-    record_citizen_message(pg_store, "c", "rest", "le lampadaire ne marche plus", "m1")
-    record_bot_message(pg_store, "c", "rasa", "Où exactement ?", "m1")
-    ticket, _ = pg_store.create(new("c", "m2"))
-    record_citizen_message(pg_store, "c", "rest", "devant le 3 rue des Acacias", "m2")
-    assert [m.text for m in pg_store.transcript(ticket.id)] == [
-        "le lampadaire ne marche plus", "Où exactement ?", "devant le 3 rue des Acacias"]
-
-    handoff, _ = pg_store.create(new("c", "m3", kind="handoff", queue="cm", handoff_reason="human_request"))
-    assert pg_store.open_handoff("c").id == handoff.id
-    received = []
-    events.subscribe("handoff_message", lambda ticket, message: received.append(message.text))
-    try:
-        record_citizen_message(pg_store, "c", "rest", "allô ? il y a quelqu'un ?", "m4")
-    finally:
-        events._subscribers["handoff_message"].clear()
-    assert received == ["allô ? il y a quelqu'un ?"]
-    assert pg_store.transcript(handoff.id)[-1].text == "allô ? il y a quelqu'un ?"
-    pg_store.set_status(handoff.id, "closed", "cm")
-    assert pg_store.open_handoff("c") is None
-    assert pg_store.get(handoff.id).closed_at is not None
-
-
-def test_bad_text_is_cleaned_not_lost(pg_store):
-    message = record_citizen_message(pg_store, "c", "rest", "a\x00b\x07c" + "x" * 10000, "m1")  # NUL: refused by PG
-    assert message.text.startswith("abc") and len(message.text) <= 4000
-    assert record_citizen_message(pg_store, "c", "rest", "   ", "m2").text == "(message vide)"
-    assert record_citizen_message(pg_store, "c", "rest", "Ça roule 👍 l’été", "m3").text == "Ça roule 👍 l’été"
-    assert count(pg_store, Message) == 3
 
 
 # --- the relay ----------------------------------------------------------------------------------------

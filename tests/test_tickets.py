@@ -1,10 +1,20 @@
 import datetime as dt
 
+import pytest
+
 from sqlalchemy import select
 
 from bot.models import Message, StatusChange, Ticket
-from bot.tickets import NewTicket, format_reference, parse_reference
+from bot.tickets import NewTicket, TicketStore, format_reference, parse_reference
 from bot.transcript import record_bot_message, record_citizen_message
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, database_url):
+    """The ticket-table tests run on SQLite and on the real PostgreSQL server the suite starts."""
+    if request.param == "postgres":
+        return request.getfixturevalue("pg_store")
+    return TicketStore(database_url)
 
 
 def new(conversation="conv-1", source="msg-1", **overrides):
