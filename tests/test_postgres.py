@@ -1,10 +1,9 @@
 """The ticket table on a real PostgreSQL server (the one conftest's `postgres_url` starts on loopback).
 
-The same code runs on SQLite and PostgreSQL (tests/test_tickets.py runs on both): migrations up and down,
-idempotent creation (also
-when two workers race on the same citizen message), references, the citizen's status lookup,
-transcript and hand-off, the relay's outbox, the staff desk, and two CMs taking one ticket at the
-same moment (threads, then separate processes: the database decides, not Python).
+tests/test_tickets.py runs the ticket-table basics on both databases; here, what only a server
+shows: migrations up and down, two workers racing on the same citizen message, the relay's outbox
+with two collectors, the staff desk, and two CMs taking one ticket at the same moment (threads, then
+separate processes: the database decides, not Python).
 """
 from __future__ import annotations
 
