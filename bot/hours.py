@@ -44,8 +44,12 @@ class StaffHours:
                 by_range.setdefault(_parse_range(text), []).append(index)
         if not by_range:
             raise ValueError(f"{which} hours: no opening time at all")
+        # Years are filled in advance: the library fills them lazily otherwise, which is not
+        # thread-safe (the action server answers from worker threads).
+        this_year = dt.date.today().year
         calendar = holidays.country_holidays(
-            town.holidays_country, subdiv=town.holidays_subdivision, language="fr"
+            town.holidays_country, subdiv=town.holidays_subdivision, language="fr",
+            years=range(this_year - 5, this_year + 11),
         )
         rules = [
             businesstimedelta.WorkDayRule(start_time=start, end_time=end, working_days=days, tz=tz)

@@ -55,3 +55,19 @@ def test_staff_time_counts_only_opening_hours(hours):
     # Friday 16:00 -> Monday 09:30: one hour on Friday (closes 17h) and one on Monday from 8h30.
     assert hours.staff_time_between(at("2026-11-27T16:00"), at("2026-11-30T09:30")) == dt.timedelta(hours=2)
     assert hours.staff_time_between(at("2026-11-30T09:30"), at("2026-11-27T16:00")) == dt.timedelta(0)
+
+
+def test_holidays_are_right_from_many_threads_at_once(profile):
+    """The action server answers from worker threads; a lazily filled holiday calendar raced."""
+    import threading
+
+    for _ in range(20):
+        hours = StaffHours.from_town(profile.town)
+        phrases = []
+        threads = [threading.Thread(target=lambda: phrases.append(hours.when_read(at("2026-12-25T23:30"))))
+                   for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert phrases == ["lundi 28 décembre au matin"] * 6
