@@ -205,22 +205,22 @@ class TicketStore:
             session.commit()
             return ticket
 
-    def append_summary(self, ticket_id: int, text: str) -> Ticket:
+    def _amend(self, ticket_id: int, change) -> Ticket:
+        """Apply ``change(ticket)`` to one ticket and stamp its update time."""
         with self.session() as session:
             ticket = session.get(Ticket, ticket_id)
             if ticket is None:
                 raise LookupError(f"no ticket with id {ticket_id}")
-            ticket.summary = f"{ticket.summary}\n{text}"
+            change(ticket)
             ticket.updated_at = utcnow()
             session.commit()
             return ticket
 
+    def append_summary(self, ticket_id: int, text: str) -> Ticket:
+        return self._amend(ticket_id, lambda ticket: setattr(ticket, "summary", f"{ticket.summary}\n{text}"))
+
     def update_location(self, ticket_id: int, location: str) -> Ticket:
-        with self.session() as session:
-            ticket = session.get(Ticket, ticket_id)
-            if ticket is None:
-                raise LookupError(f"no ticket with id {ticket_id}")
+        def add(ticket: Ticket) -> None:
             ticket.location = f"{ticket.location} / {location}" if ticket.location else location
-            ticket.updated_at = utcnow()
-            session.commit()
-            return ticket
+
+        return self._amend(ticket_id, add)
