@@ -16,7 +16,7 @@ from bot.kinds import HANDOFF, classify_kind
 from bot.location import extract_location
 from bot.models import Ticket
 from bot.profile import Profile, load_profile
-from bot.replies import Replies, load_replies
+from bot.replies import Replies
 from bot.routing import CM_QUEUE, needs_location, service_for_intent, service_from_keywords
 from bot.settings import get_settings
 from bot.tickets import NewTicket, TicketStore
@@ -223,8 +223,7 @@ class Assistant:
 @lru_cache(maxsize=4)
 def _cached(database_url: str, profile_path: str, replies_path: str) -> Assistant:
     profile = load_profile(profile_path)
-    templates = load_replies(replies_path, ())
-    replies = Replies(templates, {"town": profile.town})
+    replies = Replies.load(replies_path, profile)
     return Assistant(profile, TicketStore(database_url), replies, StaffHours.from_town(profile.town))
 
 

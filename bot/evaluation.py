@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import tempfile
 import uuid
 from collections import Counter
@@ -157,17 +156,11 @@ def evaluate(cases_path: Path, model: Path, json_path: Path | None = None, concu
         port = free_port()
         env = base_env(database_url, GUICHET_TRUST_CLIENT_CLOCK="1")
         action = start_action_server(port, env, Path(tmp) / "actions.log")
-        previous = os.environ.get("GUICHET_DATABASE_URL")
-        os.environ["GUICHET_DATABASE_URL"] = database_url
         try:
             results = asyncio.run(_evaluate(cases, model, f"http://127.0.0.1:{port}/webhook",
                                             database_url, concurrency))
         finally:
             stop(action)
-            if previous is None:
-                os.environ.pop("GUICHET_DATABASE_URL", None)
-            else:
-                os.environ["GUICHET_DATABASE_URL"] = previous
     passed = sum(r.passed for r in results)
     accuracy = passed / len(results) if results else 0.0
     if json_path:

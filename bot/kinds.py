@@ -50,9 +50,8 @@ _FILE_SERVICES = {"etat_civil", "education", "social"}
 
 def classify_kind(text: str, service: str | None = None) -> str:
     folded = fold(text or "")
-    raw = text or ""
     hints = sum(1 for pattern in _COMPLAINT_HINTS if pattern.search(folded))
-    if _COMPLAINT.search(folded) or _COMPLAINT.search(raw) or hints >= 2:
+    if _COMPLAINT.search(folded) or hints >= 2:
         return COMPLAINT
     if _REQUEST.search(folded):
         return REQUEST

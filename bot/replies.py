@@ -3,10 +3,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from jinja2 import Environment, StrictUndefined
+
+if TYPE_CHECKING:
+    from bot.profile import Profile
 
 
 class Replies:
@@ -38,7 +41,13 @@ class Replies:
         return " ".join(text.split())
 
 
+    @classmethod
+    def load(cls, path: str | Path, profile: "Profile") -> "Replies":
+        """The reply templates of ``path``, with the town's facts available as ``town``."""
+        return cls(_read_templates(str(path)), {"town": profile.town})
+
+
 @lru_cache(maxsize=8)
-def load_replies(path: str | Path, base_context_key: tuple) -> dict[str, Any]:
+def _read_templates(path: str) -> dict[str, Any]:
     with Path(path).open(encoding="utf-8") as handle:
         return yaml.safe_load(handle)

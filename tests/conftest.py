@@ -37,9 +37,9 @@ def profile():
 def assistant(store, profile):
     from bot.assistant import Assistant
     from bot.hours import StaffHours
-    from bot.replies import Replies, load_replies
+    from bot.replies import Replies
 
-    replies = Replies(load_replies(str(ROOT / "bot" / "replies.fr.yml"), ()), {"town": profile.town})
+    replies = Replies.load(ROOT / "bot" / "replies.fr.yml", profile)
     return Assistant(profile, store, replies, StaffHours.from_town(profile.town))
 
 

@@ -41,14 +41,14 @@ def web(stack):
     from bot.hours import StaffHours
     from bot.integrations.rasa_api import resume_conversation
     from bot.profile import load_profile
-    from bot.replies import Replies, load_replies
+    from bot.replies import Replies
     from bot.stack import free_port
     from bot.staff import StaffDesk
     from bot.tickets import TicketStore
     from bot.web import create_app
 
     profile = load_profile(ROOT / "collectivite.yml")
-    replies = Replies(load_replies(str(ROOT / "bot" / "replies.fr.yml"), ()), {"town": profile.town})
+    replies = Replies.load(ROOT / "bot" / "replies.fr.yml", profile)
     store = TicketStore(stack.database_url)
     desk = StaffDesk(store, profile, StaffHours.from_town(profile.town), replies,
                      resume_conversation=lambda conversation: resume_conversation(conversation,

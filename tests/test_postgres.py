@@ -48,10 +48,10 @@ def make_desk(store: TicketStore, resume_conversation) -> StaffDesk:
     """Like tests/test_integration.py's `desk`, with the profile and replies of this repository."""
     from bot.hours import StaffHours
     from bot.profile import load_profile
-    from bot.replies import Replies, load_replies
+    from bot.replies import Replies
 
     profile = load_profile(ROOT / "collectivite.yml")
-    replies = Replies(load_replies(str(ROOT / "bot" / "replies.fr.yml"), ()), {"town": profile.town})
+    replies = Replies.load(ROOT / "bot" / "replies.fr.yml", profile)
     return StaffDesk(store, profile, StaffHours.from_town(profile.town), replies,
                      resume_conversation=resume_conversation)
 
