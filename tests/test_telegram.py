@@ -348,7 +348,9 @@ def test_buttons_long_answers_and_rasa_errors_with_a_scripted_rasa(fake, store, 
             assert len(keyboard[1][0]["callback_data"].encode()) <= 64
             fake.push({"callback_query": {"id": "cq-2", "from": user(chat_id, "Léa"), "chat_instance": "ci",
                                           "data": "/faq_horaires", "message": sent["_message"]}})
-            fake.wait_for(lambda: len(fake.texts(chat_id)) >= 3, 20, "the long answer in parts")
+            # Wait for every part (three for this length), not just the first two.
+            fake.wait_for(lambda: len(" ".join(fake.texts(chat_id)[1:]).split()) >= len(long_text.split()),
+                          20, "the long answer in parts")
             parts = fake.texts(chat_id)[1:]
             assert all(len(p) < 4096 for p in parts) and " ".join(parts).split() == long_text.split()
             fake.push({"message": message(chat_id, "et alors ?", name="Léa")})
