@@ -50,6 +50,7 @@ class Ticket(Base):
     assigned_at = Column(DateTime)
     scheduled_for = Column(DateTime)  # status "scheduled": the planned intervention
     duplicate_of_id = Column(Integer, ForeignKey("ticket.id", ondelete="SET NULL"))
+    cm_announced_at = Column(DateTime)  # posted to the CM's Telegram group (so none is missed or posted twice)
 
     messages = relationship("Message", back_populates="ticket", order_by="Message.id")
     status_changes = relationship("StatusChange", back_populates="ticket", order_by="StatusChange.id")
