@@ -95,14 +95,45 @@ def run(
     with running_stack(model_path, settings.database_url, settings.var_dir, settings.action_port,
                        settings.rasa_port, settings.rasa_token) as stack:
         typer.echo(f"Serveur Rasa : {stack.rasa_url} (canal REST : {stack.chat_url})")
-        if chat:
+        telegram = _start_telegram(stack.rasa_url, settings.var_dir)
+        if chat and telegram is None:
             local_chat(stack.chat_url)
         else:
             typer.echo("Ctrl-C pour arrêter.")
             try:
-                stack.rasa.wait()
+                _wait_for_exit(stack.rasa, telegram)
             except KeyboardInterrupt:
                 pass
+            finally:
+                if telegram is not None and telegram.poll() is None:
+                    telegram.terminate()
+                    telegram.wait(15)
+
+
+def _wait_for_exit(rasa, telegram) -> None:
+    """Serve until Ctrl-C; stop with an error if the Rasa server or the Telegram gateway dies."""
+    import time
+
+    while True:
+        if rasa.poll() is not None:
+            _fail(f"Le serveur Rasa s'est arrêté (code {rasa.returncode}) : voir var/logs/rasa.log.", 1)
+        if telegram is not None and telegram.poll() is not None:
+            _fail(f"La passerelle Telegram s'est arrêtée (code {telegram.returncode}) : voir var/logs/telegram.log "
+                  "(jeton refusé ? réseau ?).", 1)
+        time.sleep(1)
+
+
+def _start_telegram(rasa_url: str, var_dir: Path):
+    """The Telegram gateway process, when ``GUICHET_TELEGRAM_TOKEN`` is set (else None)."""
+    from bot.channels.telegram import TelegramSettings, start_process
+
+    settings = TelegramSettings.from_env()
+    if not settings.token:
+        return None
+    log_path = var_dir / "logs" / "telegram.log"
+    mode = f"webhook {settings.webhook_url}" if settings.webhook_url else "long polling"
+    typer.echo(f"Passerelle Telegram démarrée ({mode}) ; journal : {log_path}. Ctrl-C pour arrêter.")
+    return start_process(rasa_url, log_path)
 
 
 def _poll_staff_messages(outbox_url: str, sender: str, stop) -> None:

@@ -182,7 +182,8 @@ def message(chat_id: int, text: str | None = None, from_id: int | None = None, n
 
 # --- running the application in a background event loop -------------------------------------------
 @contextmanager
-def running_gateway(fake: FakeBotApi, rasa_url: str, store: TicketStore, desk: StaffDesk):
+def running_gateway(fake: FakeBotApi, rasa_url: str, store: TicketStore, desk: StaffDesk, webhook: dict | None = None):
+    """The gateway in a background event loop: long polling, or ``webhook`` (start_webhook's arguments)."""
     application = build_application(TOKEN, rasa_url, store, desk, base_url=fake.base_url, cm_chat=CM_CHAT,
                                     staff_users={STAFF_ID: "camille"}, poll_seconds=0.3, rasa_timeout=60)
     gateway = application.bot_data["gateway"]
@@ -196,7 +197,10 @@ def running_gateway(fake: FakeBotApi, rasa_url: str, store: TicketStore, desk: S
     async def start():
         await application.initialize()
         await application.start()
-        await application.updater.start_polling(poll_interval=0.1, timeout=1)
+        if webhook:
+            await application.updater.start_webhook(**webhook)
+        else:
+            await application.updater.start_polling(poll_interval=0.1, timeout=1)
         await gateway.start_background()
 
     async def stop():
@@ -362,6 +366,75 @@ def test_buttons_long_answers_and_rasa_errors_with_a_scripted_rasa(fake, store, 
                and r["metadata"] == {"citizen_name": "Léa"} for r in rasa.received)
     assert fake.sent(None, "answerCallbackQuery") and fake.sent(chat_id, "editMessageReplyMarkup")
     assert [m.text for m in store.conversation_messages(f"telegram-{chat_id}")] == ["et alors ?"]
+
+
+def test_slash_commands_and_forged_buttons_are_words_not_intents(fake, store, assistant, chat_id):
+    """Rasa reads "/restart" as its restart intent (which would un-pause a hand-off): never from a citizen."""
+    rasa = FakeRasa([(200, [{"recipient_id": "x", "text": "Réponse."}])] * 4)
+    desk = make_desk(store, assistant)
+    try:
+        with running_gateway(fake, rasa.url, store, desk):
+            fake.push({"message": message(chat_id, "/restart")})
+            fake.wait_for(lambda: len(fake.texts(chat_id)) == 1, 20, "an answer to /restart")
+            fake.push({"message": message(chat_id, "/handoff_human@guichet_test_bot tout de suite")})
+            fake.wait_for(lambda: len(fake.texts(chat_id)) == 2, 20, "an answer to the second command")
+            sent = fake.sent(chat_id)[0]
+            fake.push({"callback_query": {"id": "cq-9", "from": user(chat_id), "chat_instance": "ci",
+                                          "data": "/session_start", "message": sent["_message"]}})
+            fake.wait_for(lambda: len(fake.texts(chat_id)) == 3, 20, "an answer to the forged button")
+    finally:
+        rasa.close()
+    assert [r["message"] for r in rasa.received] == ["restart", "handoff_human tout de suite", "session_start"]
+
+
+def test_cm_group_gets_tickets_made_while_the_gateway_was_down_once(fake, store, assistant):
+    from bot.tickets import NewTicket
+
+    desk = make_desk(store, assistant)
+    waiting, _ = store.create(NewTicket(kind="handoff", queue="cm", conversation_id="rest-1", channel="rest",
+                                        summary="je veux parler à quelqu'un", handoff_reason="human"))
+    closed, _ = store.create(NewTicket(kind="handoff", queue="cm", conversation_id="rest-2", channel="rest",
+                                       summary="déjà traité", handoff_reason="human"))
+    store.set_status(closed.id, "closed", "camille")
+    with running_gateway(fake, "http://127.0.0.1:1", store, desk):
+        fake.wait_text(CM_CHAT, waiting.reference)
+        urgent, _ = store.create(NewTicket(kind="report", queue="voirie", conversation_id="rest-3", channel="rest",
+                                           summary="fuite de gaz rue des Lilas", urgent=True))
+        fake.wait_text(CM_CHAT, urgent.reference)
+    with running_gateway(fake, "http://127.0.0.1:1", store, desk):  # a restart posts nothing twice
+        time.sleep(1.5)
+    posts = fake.texts(CM_CHAT)
+    assert [sum(t.reference in p for p in posts) for t in (waiting, urgent, closed)] == [1, 1, 0]
+    assert store.get(waiting.id).cm_announced_at is not None
+
+
+def test_webhook_mode_requires_telegrams_secret_token(fake, store, assistant, chat_id):
+    import requests
+
+    rasa = FakeRasa([(200, [{"recipient_id": "x", "text": "Bonjour ! Que puis-je pour vous ?"}])])
+    desk = make_desk(store, assistant)
+    port = closed_port()
+    try:
+        with running_gateway(fake, rasa.url, store, desk,
+                             webhook={"listen": "127.0.0.1", "port": port, "url_path": "telegram",
+                                      "webhook_url": "https://mairie.example/telegram", "secret_token": "s3cret-Token_1"}):
+            [registered] = fake.sent(None, "setWebhook")
+            assert registered["url"] == "https://mairie.example/telegram"
+            assert registered["secret_token"] == "s3cret-Token_1"
+            update = {"update_id": 9001, "message": message(chat_id, "bonjour")}
+            url = f"http://127.0.0.1:{port}/telegram"
+            assert requests.post(url, json=update, timeout=10).status_code == 403
+            assert requests.post(url, json=update, timeout=10,
+                                 headers={"X-Telegram-Bot-Api-Secret-Token": "wrong"}).status_code == 403
+            time.sleep(0.5)
+            assert fake.texts(chat_id) == [] and rasa.received == []
+            answer = requests.post(url, json=update, timeout=10,
+                                   headers={"X-Telegram-Bot-Api-Secret-Token": "s3cret-Token_1"})
+            assert answer.status_code == 200
+            fake.wait_text(chat_id, "Que puis-je pour vous")
+    finally:
+        rasa.close()
+    assert [r["message"] for r in rasa.received] == ["bonjour"]
 
 
 # --- with the real Rasa + action server stack ---------------------------------------------------------

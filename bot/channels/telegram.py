@@ -47,15 +47,19 @@ import datetime as dt
 import hashlib
 import logging
 import os
+import secrets
+import subprocess
+import sys
 import threading
 import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import requests
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select, update
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.constants import ChatAction, ChatType
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TimedOut
@@ -72,7 +76,7 @@ from telegram.ext import (
 
 from bot import relay
 from bot.accounts import Accounts, Staff
-from bot.models import CLOSED_STATUSES, Outbox, Ticket
+from bot.models import CLOSED_STATUSES, Outbox, Ticket, utcnow
 from bot.staff import DeskError, StaffDesk
 from bot.tickets import HANDOFF, TicketStore, parse_reference
 from bot.transcript import record_citizen_message
@@ -161,6 +165,21 @@ def split_text(text: str, limit: int = MAX_TEXT - 96) -> list[str]:
     return chunks
 
 
+def as_citizen_text(text: str) -> str:
+    """A citizen's text never reaches Rasa as a command: ``/restart`` would un-pause a hand-off.
+
+    Rasa reads any message starting with ``/`` as an intent (``/restart``, ``/session_start``,
+    ``/handoff_human{...}``); the slashes (and a ``@bot`` suffix on the command word) are dropped so
+    the words are understood as words.
+    """
+    stripped = text.lstrip()
+    if not stripped.startswith("/"):
+        return text
+    first, _, rest = stripped.lstrip("/").partition(" ")
+    first = first.split("@", 1)[0]
+    return f"{first} {rest}".strip() or "bonjour"
+
+
 def _seconds(value: Any) -> float:
     return value.total_seconds() if isinstance(value, dt.timedelta) else float(value)
 
@@ -208,10 +227,10 @@ class Gateway:
         self._seen: collections.OrderedDict[int, None] = collections.OrderedDict()
         self._locks: dict[int, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._payloads: dict[str, str] = {}  # long button payloads, by short key
+        self._offered: collections.OrderedDict[str, None] = collections.OrderedDict()  # payloads of our buttons
         self._posts: collections.OrderedDict[int, str] = collections.OrderedDict()  # CM post id -> reference
         self._claimed: set[int] = set()  # outbox ids being or already sent by this process
         self._claim_lock = threading.Lock()
-        self._last_ticket_id: int | None = None
         self._tasks: list[asyncio.Task] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -233,6 +252,7 @@ class Gateway:
                                        else filters.Chat(chat_id=[]), self.on_cm_group_message))
         private = new & filters.ChatType.PRIVATE
         app.add_handler(MessageHandler(private & filters.TEXT & ~filters.COMMAND, self.on_text))
+        app.add_handler(MessageHandler(private & filters.COMMAND, self.on_text))  # "/aide", "/restart"...
         app.add_handler(MessageHandler(private & filters.PHOTO, self.on_photo))
         app.add_handler(MessageHandler(private & (filters.LOCATION | filters.VENUE), self.on_location))
         app.add_handler(MessageHandler(private & ~filters.COMMAND, self.on_unsupported))
@@ -241,7 +261,6 @@ class Gateway:
         """Register the deliverer and start the outbox and CM-group pollers (on the running loop)."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        self._last_ticket_id = await asyncio.to_thread(self._max_ticket_id)
         relay.register_deliverer(CHANNEL, self.deliver_from_thread)
         self._tasks = [asyncio.create_task(self._every(self.deliver_pending), name="guichet-outbox")]
         if self.cm_chat is not None:
@@ -280,6 +299,9 @@ class Gateway:
         for button in buttons or []:
             title = str(button.get("title") or button.get("payload") or "")[:64]
             payload = str(button.get("payload") or title)
+            self._offered[payload] = None
+            while len(self._offered) > SEEN_UPDATES:
+                self._offered.popitem(last=False)
             data = payload
             if len(payload.encode()) > MAX_CALLBACK_DATA or payload.startswith(("take:", "close:", "p:")):
                 key = hashlib.sha1(payload.encode()).hexdigest()[:16]
@@ -306,7 +328,12 @@ class Gateway:
         await self.citizen_says(update, update.effective_message.text)
 
     async def citizen_says(self, update: Update, text: str, chat_id: int | None = None,
-                           user=None) -> None:
+                           user=None, button_payload: bool = False) -> None:
+        """Send the citizen's words to Rasa (or to the hand-off ticket) and relay the answers.
+
+        ``button_payload``: ``text`` is the payload of a button this gateway offered, sent as is.
+        """
+        text = text if button_payload else as_citizen_text(text)
         chat_id = chat_id if chat_id is not None else update.effective_chat.id
         user = user or update.effective_user
         name = (user.first_name if user else None) or None
@@ -453,7 +480,10 @@ class Gateway:
             await with_retries(lambda: query.edit_message_reply_markup(reply_markup=None))
         except Exception:
             logger.debug("could not remove the keyboard", exc_info=True)
-        await self.citizen_says(update, data, chat_id=query.message.chat.id, user=query.from_user)
+        # Only payloads of buttons we offered go to Rasa as such; anything else (forged, or from
+        # before a restart) is read as words.
+        await self.citizen_says(update, data, chat_id=query.message.chat.id, user=query.from_user,
+                                button_payload=data in self._offered)
 
     async def _staff_button(self, update: Update, data: str) -> None:
         query = update.callback_query
@@ -551,26 +581,37 @@ class Gateway:
             self._posts.popitem(last=False)
 
     # --- CM group announcements ------------------------------------------------------------------
-    def _max_ticket_id(self) -> int:
+    def _unannounced(self) -> list[int]:
+        """Open hand-offs and urgent tickets not yet posted, including those made while we were down."""
         with self.store.session() as session:
-            return session.execute(select(func.max(Ticket.id))).scalar() or 0
-
-    def _new_tickets(self) -> list[tuple[Ticket, str, list[str]]]:
-        with self.store.session() as session:
-            tickets = list(session.execute(
-                select(Ticket).where(Ticket.id > self._last_ticket_id,
-                                     or_(Ticket.kind == HANDOFF, Ticket.urgent.is_(True)))
+            return list(session.execute(
+                select(Ticket.id).where(Ticket.cm_announced_at.is_(None), Ticket.status.not_in(CLOSED_STATUSES),
+                                        or_(Ticket.kind == HANDOFF, Ticket.urgent.is_(True)))
                 .order_by(Ticket.id)).scalars())
-        result = []
-        for ticket in tickets:
-            lines = [m for m in self.store.transcript(ticket.id) if not m.private][-6:]
-            labels = {"citizen": "👤", "bot": "🤖", "staff": "🧑‍💼", "system": "⚙️"}
-            result.append((ticket, self.desk.reason(ticket),
-                           [f"{labels.get(m.author, m.author)} {m.text[:300]}" for m in lines]))
-        return result
+
+    def _mark_announced(self, ticket_id: int, announced: bool) -> bool:
+        """Claim (or give back) a ticket's announcement: an atomic update, so no ticket is posted twice."""
+        with self.store.session() as session:
+            if announced:
+                statement = (update(Ticket).where(Ticket.id == ticket_id, Ticket.cm_announced_at.is_(None))
+                             .values(cm_announced_at=utcnow()))
+            else:
+                statement = update(Ticket).where(Ticket.id == ticket_id).values(cm_announced_at=None)
+            claimed = session.execute(statement.execution_options(synchronize_session=False)).rowcount == 1
+            session.commit()
+            return claimed
+
+    def _announcement(self, ticket_id: int) -> tuple[Ticket, str, list[str]]:
+        ticket = self.store.get(ticket_id)
+        lines = [m for m in self.store.transcript(ticket.id) if not m.private][-6:]
+        labels = {"citizen": "👤", "bot": "🤖", "staff": "🧑‍💼", "system": "⚙️"}
+        return ticket, self.desk.reason(ticket), [f"{labels.get(m.author, m.author)} {m.text[:300]}" for m in lines]
 
     async def announce_new_tickets(self) -> None:
-        for ticket, reason, lines in await asyncio.to_thread(self._new_tickets):
+        for ticket_id in await asyncio.to_thread(self._unannounced):
+            if not await asyncio.to_thread(self._mark_announced, ticket_id, True):
+                continue  # another gateway process posted it
+            ticket, reason, lines = await asyncio.to_thread(self._announcement, ticket_id)
             title = "🚨 URGENT — " if ticket.urgent else "🔔 "
             kind = "Demande de contact" if ticket.kind == HANDOFF else "Ticket urgent"
             text = (f"{title}{kind} {ticket.reference}\nMotif : {reason}\n"
@@ -579,9 +620,12 @@ class Gateway:
                     + "\n\nRépondez à ce message pour écrire au citoyen.")
             keyboard = InlineKeyboardMarkup([[InlineKeyboardButton("Prendre", callback_data=f"take:{ticket.reference}"),
                                               InlineKeyboardButton("Clore", callback_data=f"close:{ticket.reference}")]])
-            post = await self.send(self.cm_chat, text, reply_markup=keyboard)
+            try:
+                post = await self.send(self.cm_chat, text, reply_markup=keyboard)
+            except Exception:
+                await asyncio.to_thread(self._mark_announced, ticket_id, False)  # try again next round
+                raise
             self._remember_post(post, ticket.reference)
-            self._last_ticket_id = ticket.id
 
     # --- relay: staff messages to citizens -----------------------------------------------------------
     def _claim(self, item_id: int) -> bool:
@@ -653,8 +697,25 @@ def build_application(token: str, rasa_url: str, store: TicketStore, desk: Staff
     return application
 
 
+def serve(application: Application, settings: TelegramSettings) -> None:
+    """Long polling, or webhook mode when ``webhook_url`` is set (blocks until stopped).
+
+    In webhook mode Telegram must present the secret token on every call (PTB answers 403
+    otherwise); when none is configured a random one is made at each start and given to Telegram
+    with ``setWebhook``. Pending updates are never dropped: what arrived while we were down is read.
+    """
+    if settings.webhook_url:
+        secret = settings.webhook_secret or secrets.token_urlsafe(32)
+        application.run_webhook(listen=settings.webhook_listen, port=settings.webhook_port,
+                                url_path=urlparse(settings.webhook_url).path.lstrip("/"),
+                                webhook_url=settings.webhook_url, secret_token=secret,
+                                allowed_updates=Update.ALL_TYPES, drop_pending_updates=False)
+    else:
+        application.run_polling(allowed_updates=Update.ALL_TYPES, drop_pending_updates=False)
+
+
 def run(settings: TelegramSettings | None = None) -> None:
-    """Long polling, or webhook mode when ``GUICHET_TELEGRAM_WEBHOOK_URL`` is set."""
+    """The gateway process (``python -m bot.channels.telegram``): settings from the environment."""
     from bot.settings import get_settings
     from bot.staff import get_desk
 
@@ -665,19 +726,21 @@ def run(settings: TelegramSettings | None = None) -> None:
     application = build_application(settings.token, get_settings().rasa_url, desk.store, desk,
                                      base_url=settings.base_url, cm_chat=settings.cm_chat,
                                      staff_users=settings.staff_users)
-    if settings.webhook_url:
-        try:
-            import tornado  # noqa: F401 - python-telegram-bot's webhook server
-        except ImportError as exc:
-            raise SystemExit("Le mode webhook demande python-telegram-bot[webhooks] (tornado).") from exc
-        application.run_webhook(listen=settings.webhook_listen, port=settings.webhook_port,
-                                url_path=urlparse(settings.webhook_url).path.lstrip("/"),
-                                webhook_url=settings.webhook_url, secret_token=settings.webhook_secret,
-                                allowed_updates=Update.ALL_TYPES)
-    else:
-        application.run_polling(allowed_updates=Update.ALL_TYPES)
+    logger.info("Telegram gateway: %s mode, Rasa at %s", "webhook" if settings.webhook_url else "polling",
+                get_settings().rasa_url)
+    serve(application, settings)
+
+
+def start_process(rasa_url: str, log_path: Path, environ: dict | None = None) -> subprocess.Popen:
+    """Start the gateway as its own process (what ``guichet run`` does when a token is configured)."""
+    env = dict(os.environ if environ is None else environ, GUICHET_RASA_URL=rasa_url)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "bot.channels.telegram"], env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Bot API call otherwise
     run()
