@@ -549,3 +549,46 @@ def test_duplicate_and_edited_updates_make_one_ticket(fake, live, tickets, chat_
     time.sleep(1)
     assert len(tickets.for_conversation(conversation)) == 1
     assert sum("T-20" in t for t in fake.texts(chat_id)) == 1
+
+
+@pytest.mark.slow
+def test_guichet_run_serves_telegram_when_a_token_is_set(fake, model_path, tmp_path, chat_id):
+    """`guichet run` with a token: the stack plus the gateway process, no local chat; hand-offs made
+    while the gateway was down reach the CM group once it is up."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from bot.stack import free_port
+    from bot.tickets import NewTicket
+
+    database_url = f"sqlite:///{tmp_path / 'guichet.db'}"
+    earlier, _ = TicketStore(database_url).create(NewTicket(
+        kind="handoff", queue="cm", conversation_id="rest-earlier", channel="rest",
+        summary="je veux parler à quelqu'un", handoff_reason="human"))
+    env = dict(os.environ, GUICHET_TELEGRAM_TOKEN=TOKEN, GUICHET_TELEGRAM_BASE_URL=fake.base_url,
+               GUICHET_TELEGRAM_CM_CHAT=str(CM_CHAT), GUICHET_DATABASE_URL=database_url,
+               GUICHET_VAR_DIR=str(tmp_path / "var"), GUICHET_RASA_PORT=str(free_port()),
+               GUICHET_ACTION_PORT=str(free_port()))
+    env.pop("GUICHET_RASA_URL", None)
+    guichet = Path(sys.executable).parent / "guichet"
+    with open(tmp_path / "run.log", "wb") as log:
+        process = subprocess.Popen([str(guichet), "run", "--model", str(model_path)], env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        fake.wait_text(CM_CHAT, earlier.reference, timeout=240)
+        fake.push({"message": message(chat_id, "bonjour, la piscine est ouverte le dimanche ?")})
+        fake.wait_text(chat_id, "valbourg.example/piscine", timeout=120)
+        assert process.poll() is None
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
+    output = (tmp_path / "run.log").read_text()
+    assert "Passerelle Telegram démarrée (long polling)" in output and "vous>" not in output
+    assert sum(earlier.reference in t for t in fake.texts(CM_CHAT)) == 1
