@@ -299,6 +299,8 @@ def test_unsupported_messages_and_staff_commands_from_strangers(fake, store, ass
         fake.wait_text(chat_id, "photos")
         fake.push({"message": message(chat_id, "/queue")})
         fake.wait_text(chat_id, "réservée aux agents")
+        fake.push({"message": message(CM_CHAT, "/id", from_id=777)})  # setting-up aid, for anyone
+        fake.wait_text(CM_CHAT, f"Identifiant de cette discussion : {CM_CHAT}\nVotre identifiant Telegram : 777")
     assert store.conversation_messages(f"telegram-{chat_id}") == []
 
 

@@ -246,6 +246,7 @@ class Gateway:
         new = filters.UpdateType.MESSAGE
         app.add_handler(CommandHandler("reply", self.on_reply_command, filters=new))
         app.add_handler(CommandHandler("queue", self.on_queue_command, filters=new))
+        app.add_handler(CommandHandler("id", self.on_id_command, filters=new))
         app.add_handler(CommandHandler("start", self.on_start, filters=new & filters.ChatType.PRIVATE))
         app.add_handler(CallbackQueryHandler(self.on_callback))
         app.add_handler(MessageHandler(new & filters.Chat(self.cm_chat) if self.cm_chat is not None
@@ -547,6 +548,12 @@ class Gateway:
                  + (f" — pris par {item.ticket.assigned_to}" if item.ticket.assigned_to else "")
                  for item in items]
         await self.send(update.effective_chat.id, "File du CM :\n" + "\n".join(lines))
+
+    async def on_id_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Setting-up aid: the ids to put in GUICHET_TELEGRAM_CM_CHAT and GUICHET_TELEGRAM_STAFF_USERS."""
+        chat, user = update.effective_chat, update.effective_user
+        await self.send(chat.id, f"Identifiant de cette discussion : {chat.id}\n"
+                                 f"Votre identifiant Telegram : {user.id if user else 'inconnu'}")
 
     async def on_cm_group_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
