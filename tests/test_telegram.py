@@ -343,6 +343,7 @@ def test_buttons_long_answers_and_rasa_errors_with_a_scripted_rasa(fake, store, 
                             {"title": "Autre", "payload": "/inform" + "x" * 80}]}]),
         (200, [{"recipient_id": "x", "text": long_text}]),
         (502, {"error": "bad gateway"}),
+        (200, []),  # Rasa up, action server down: no answer outside a hand-off
     ])
     desk = make_desk(store, assistant)
     try:
@@ -361,9 +362,12 @@ def test_buttons_long_answers_and_rasa_errors_with_a_scripted_rasa(fake, store, 
             assert all(len(p) < 4096 for p in parts) and " ".join(parts).split() == long_text.split()
             fake.push({"message": message(chat_id, "et alors ?", name="Léa")})
             fake.wait_text(chat_id, "souci technique")
+            fake.push({"message": message(chat_id, "il y a quelqu'un ?", name="Léa")})
+            fake.wait_for(lambda: sum("souci technique" in t for t in fake.texts(chat_id)) == 2, 20,
+                          "a second technical-problem answer")
     finally:
         rasa.close()
-    assert [r["message"] for r in rasa.received] == ["bonjour", "/faq_horaires", "et alors ?"]
+    assert [r["message"] for r in rasa.received] == ["bonjour", "/faq_horaires", "et alors ?", "il y a quelqu'un ?"]
     assert all(r["sender"] == f"telegram-{chat_id}" and r["input_channel"] == "telegram"
                and r["metadata"] == {"citizen_name": "Léa"} for r in rasa.received)
     assert fake.sent(None, "answerCallbackQuery") and fake.sent(chat_id, "editMessageReplyMarkup")
