@@ -20,6 +20,8 @@ staff_app = typer.Typer(help="Espace agents : comptes et interface web.", no_arg
 app.add_typer(db_app, name="db")
 app.add_typer(tickets_app, name="tickets")
 app.add_typer(staff_app, name="staff")
+citizen_app = typer.Typer(help="Données d'un habitant (RGPD) : export et effacement.", no_args_is_help=True)
+app.add_typer(citizen_app, name="citizen")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -387,6 +389,93 @@ def staff_serve(host: str = typer.Option("127.0.0.1", help="Adresse d'écoute (b
 
     typer.echo(f"Espace agents : http://{host}:{port}/ (Ctrl-C pour arrêter)")
     serve(host=host, port=port)
+
+
+def _privacy():
+    from bot.privacy import Privacy
+
+    return Privacy(_store())
+
+
+def _conversation(conversation_id: Optional[str], reference: Optional[str]) -> str:
+    """The conversation asked for: its id, or the one a ticket reference belongs to."""
+    from bot.privacy import PrivacyError
+
+    if bool(conversation_id) == bool(reference):
+        _fail("Indiquez soit un identifiant de conversation, soit --reference T-2026-000123 (pas les deux).")
+    if reference:
+        try:
+            return _privacy().conversation_for_reference(reference)
+        except PrivacyError as exc:
+            _fail(str(exc))
+    return conversation_id or ""
+
+
+@app.command()
+def purge(dry_run: bool = typer.Option(False, "--dry-run", help="Compter seulement, sans rien modifier."),
+          days: Optional[int] = typer.Option(None, min=1, help="Durée de conservation en jours "
+                                                               "(défaut : privacy.retention_days du profil).")) -> None:
+    """RGPD : anonymise les tickets clos depuis plus longtemps que la durée de conservation (les chiffres restent)."""
+    from bot.privacy import PrivacyError
+    from bot.profile import load_profile
+
+    retention = days or load_profile().town.retention_days
+    try:
+        report = _privacy().purge(retention, dry_run=dry_run)
+    except PrivacyError as exc:
+        _fail(str(exc))
+        return
+    typer.echo(f"Durée de conservation : {retention} jours.")
+    for line in report.lines():
+        typer.echo(line)
+
+
+@citizen_app.command("export")
+def citizen_export(conversation_id: Optional[str] = typer.Argument(None, help="Identifiant de la conversation."),
+                   reference: Optional[str] = typer.Option(None, "--reference", help="Référence d'un de ses tickets."),
+                   out: Optional[Path] = typer.Option(None, "--out", help="Fichier JSON (sinon, la sortie standard).")) -> None:
+    """Exporter tout ce que nous détenons sur une conversation (tickets, échanges, historique, événements)."""
+    import json
+
+    from bot.privacy import PrivacyError
+
+    conversation = _conversation(conversation_id, reference)
+    try:
+        data = _privacy().export(conversation)
+    except PrivacyError as exc:
+        _fail(str(exc))
+        return
+    text = json.dumps(data, ensure_ascii=False, indent=2)
+    if out is None:
+        typer.echo(text)
+        return
+    try:
+        out.write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        _fail(f"Impossible d'écrire {out} : {exc.strerror or exc}.")
+    typer.echo(f"Export de la conversation : {out} ({len(data['tickets'])} ticket(s), "
+               f"{len(data['transcript'])} message(s), {len(data['tracker_events'])} événement(s) Rasa).")
+
+
+@citizen_app.command("erase")
+def citizen_erase(conversation_id: Optional[str] = typer.Argument(None, help="Identifiant de la conversation."),
+                  reference: Optional[str] = typer.Option(None, "--reference", help="Référence d'un de ses tickets."),
+                  yes: bool = typer.Option(False, "--yes", help="Confirmer l'effacement (irréversible)."),
+                  dry_run: bool = typer.Option(False, "--dry-run", help="Compter seulement.")) -> None:
+    """Effacer les données d'un habitant (anonymisation, quel que soit l'âge des tickets ; les chiffres restent)."""
+    from bot.privacy import PrivacyError
+
+    conversation = _conversation(conversation_id, reference)
+    if not yes and not dry_run:
+        _fail("L'effacement est irréversible : ajoutez --yes pour confirmer (ou --dry-run pour compter).")
+    try:
+        report = _privacy().erase(conversation, dry_run=dry_run)
+    except PrivacyError as exc:
+        _fail(str(exc))
+        return
+    typer.echo(f"Conversation {conversation} :" if not dry_run else f"Conversation {conversation} (simulation) :")
+    for line in report.lines():
+        typer.echo(line)
 
 
 @app.command()

@@ -26,5 +26,7 @@ def emit(event: str, **payload: Any) -> None:
     for callback in list(_subscribers[event]):
         try:
             callback(**payload)
-        except Exception:  # noqa: BLE001 - hooks are best effort, the ticket is already stored
-            logger.exception("event hook %s failed", event)
+        except Exception as exc:  # noqa: BLE001 - hooks are best effort, the ticket is already stored
+            # The exception's text may quote a citizen's message: only its type at the default level.
+            logger.error("event hook %s failed: %s", event, type(exc).__name__)
+            logger.debug("event hook %s traceback", event, exc_info=True)

@@ -51,6 +51,7 @@ class Ticket(Base):
     scheduled_for = Column(DateTime)  # status "scheduled": the planned intervention
     duplicate_of_id = Column(Integer, ForeignKey("ticket.id", ondelete="SET NULL"))
     cm_announced_at = Column(DateTime)  # posted to the CM's Telegram group (so none is missed or posted twice)
+    anonymised_at = Column(DateTime)  # bot.privacy: the citizen's identifiers and texts removed
 
     messages = relationship("Message", back_populates="ticket", order_by="Message.id")
     status_changes = relationship("StatusChange", back_populates="ticket", order_by="StatusChange.id")
@@ -109,6 +110,7 @@ class StaffUser(Base):
     locked_until = Column(DateTime)
     created_at = Column(DateTime, nullable=False, default=utcnow)
     last_login_at = Column(DateTime)
+    session_epoch = Column(Integer, nullable=False, default=0, server_default="0")  # bumped: sessions end
 
 
 class Outbox(Base):

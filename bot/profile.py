@@ -84,6 +84,20 @@ def _hours(raw: dict[str, Any] | None, what: str) -> dict[str, list[str]]:
     return {day: list(raw.get(day) or []) for day in WEEKDAYS}
 
 
+def _retention_days(data: dict[str, Any], town: dict[str, Any]) -> int:
+    """``privacy.retention_days`` (or the older ``collectivite.retention_days``): days a closed ticket's
+    conversation is kept before ``guichet purge`` anonymises it."""
+    privacy = data.get("privacy") or {}
+    raw = privacy.get("retention_days", town.get("retention_days", 365))
+    try:
+        days = int(raw)
+    except (TypeError, ValueError):
+        raise ProfileError(f"privacy.retention_days: a number of days, not {raw!r}") from None
+    if days < 1:
+        raise ProfileError("privacy.retention_days: at least 1 day")
+    return days
+
+
 def parse_profile(data: dict[str, Any], source: Path) -> Profile:
     try:
         c = data["collectivite"]
@@ -100,7 +114,7 @@ def parse_profile(data: dict[str, Any], source: Path) -> Profile:
             public_hours=_hours(c.get("public_hours"), "public_hours"),
             staff_hours=_hours(c.get("staff_hours") or c.get("public_hours"), "staff_hours"),
             emergency_numbers={k: str(v) for k, v in c["emergency_numbers"].items()},
-            retention_days=int(c.get("retention_days", 365)),
+            retention_days=_retention_days(data, c),
         )
         services = {
             slug: Service(
