@@ -1,14 +1,20 @@
 """Engine, sessions and migrations for the ticket database (any SQLAlchemy URL)."""
 from __future__ import annotations
 
+import logging
+import time
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _prepare_sqlite(url: str) -> None:
@@ -32,7 +38,34 @@ def get_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, future=True, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    # pool_pre_ping: a connection broken by a database restart is replaced before use, so the
+    # first request after the restart works instead of failing (see README, "Reliability").
+    return create_engine(url, future=True, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_recycle=3600)
+
+
+def is_transient(error: BaseException) -> bool:
+    """A database error worth retrying: connection lost or refused, database locked (SQLite)."""
+    if isinstance(error, OperationalError):
+        return True
+    return isinstance(error, DBAPIError) and bool(getattr(error, "connection_invalidated", False))
+
+
+def retrying(function: Callable[..., T], *args, attempts: int = 3, delay: float = 0.3, **kwargs) -> T:
+    """Call ``function``; on a transient database error wait a little and try again (blocking).
+
+    For short, idempotent-enough steps (reads, recording one message). A real outage still raises
+    after ``attempts`` tries, so the caller can fall back (the spool, a technical-problem answer).
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return function(*args, **kwargs)
+        except DBAPIError as error:
+            if attempt == attempts or not is_transient(error):
+                raise
+            logger.warning("database error (attempt %d/%d), retrying: %s", attempt, attempts,
+                           str(error).splitlines()[0][:200])
+            time.sleep(delay * attempt)
+    raise AssertionError("unreachable")
 
 
 @lru_cache(maxsize=16)

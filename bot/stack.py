@@ -29,9 +29,11 @@ def free_port() -> int:
 def tracker_store_config(database_url: str) -> dict:
     """Rasa's SQL tracker store settings from one SQLAlchemy URL (same database as the tickets)."""
     url = make_url(database_url)
+    # Rasa's SQLTrackerStore with pool_pre_ping and retries (survives a database restart).
+    store_type = "bot.integrations.tracker_store.GuichetSQLTrackerStore"
     if url.get_backend_name() == "sqlite":
-        return {"type": "SQL", "dialect": "sqlite", "db": url.database}
-    config = {"type": "SQL", "dialect": url.drivername, "url": url.host, "db": url.database}
+        return {"type": store_type, "dialect": "sqlite", "db": url.database}
+    config = {"type": store_type, "dialect": url.drivername, "url": url.host, "db": url.database}
     if url.port:
         config["port"] = url.port
     if url.username:
@@ -119,11 +121,24 @@ class Stack:
     action: subprocess.Popen | None = None
     rasa: subprocess.Popen | None = None
     start_rasa: "Callable[[], subprocess.Popen] | None" = None
+    start_action: "Callable[[], subprocess.Popen] | None" = None
+    spool_dir: Path | None = None  # where the Rasa server keeps messages while the database is down
 
     def restart_rasa(self) -> None:
         """Stop and start the Rasa server (conversations must survive: SQL tracker store)."""
         stop(self.rasa)
         self.rasa = self.start_rasa()
+
+    def kill_action(self) -> None:
+        """Kill the action server at once (SIGKILL: no clean shutdown), as a crash would."""
+        if self.action is not None and self.action.poll() is None:
+            self.action.kill()
+            self.action.wait(10)
+
+    def restart_action(self) -> None:
+        """Start the action server again (after ``kill_action`` or a crash); stops it first if running."""
+        stop(self.action)
+        self.action = self.start_action()
 
     @property
     def rasa_url(self) -> str:
@@ -147,10 +162,13 @@ def running_stack(model: Path, database_url: str, var_dir: Path, action_port: in
 
     db.upgrade(database_url)
     stack = Stack(action_port or free_port(), rasa_port or free_port(), database_url)
+    env_extra.setdefault("GUICHET_SPOOL_DIR", str(var_dir / "spool"))  # messages kept while the database is down
+    stack.spool_dir = Path(env_extra["GUICHET_SPOOL_DIR"])
     env = base_env(database_url, GUICHET_RASA_URL=stack.rasa_url, **env_extra)
     endpoints = write_endpoints(var_dir / f"endpoints-{stack.rasa_port}.yml", stack.action_port, database_url)
     try:
-        stack.action = start_action_server(stack.action_port, env, var_dir / "logs" / "actions.log")
+        stack.start_action = lambda: start_action_server(stack.action_port, env, var_dir / "logs" / "actions.log")
+        stack.action = stack.start_action()
         stack.start_rasa = lambda: start_rasa_server(stack.rasa_port, model, endpoints, env,
                                                      var_dir / "logs" / "rasa.log", token)
         stack.rasa = stack.start_rasa()

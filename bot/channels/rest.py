@@ -1,22 +1,134 @@
-"""Rasa REST channel plus the relay's pull endpoint.
+"""Our REST channel ("guichet"): Rasa's REST channel, hardened, plus the relay's pull endpoint.
 
-``POST /webhooks/guichet/webhook`` works like Rasa's REST channel; ``GET /webhooks/guichet/outbox?sender=ID``
-returns (once) the messages staff sent to that conversation: replies from the CM or a service,
-status news. The local chat polls it; any web or app client can do the same.
+``POST /webhooks/guichet/webhook`` with ``{"sender": "...", "message": "...", "message_id": "..."}``
+answers with a JSON list of messages, like Rasa's REST channel, but:
+
+- every citizen message is recorded (by the event broker, or here when it does not reach the
+  assistant; in the spool file when the database is down) — nothing is lost;
+- the citizen always gets an answer outside a hand-off: if the assistant produced none (action
+  server down, error), a short "souci technique, votre message est bien conservé";
+- bad input gets a clear French answer, never a 500: invalid JSON or UTF-8, missing or invalid
+  fields, empty messages, control characters (removed), very long messages (cut at 4,000
+  characters), very long sender ids (refused: 255 characters at most);
+- Rasa's slash commands typed by a citizen (``/restart``, ``/session_start``, ``/greet{...}``) are
+  plain text (the slash is removed): only the payloads of buttons the bot offers may pass
+  (``domain.yml`` responses; none today). A ``/restart`` can no longer un-pause a hand-off;
+- a flood from one conversation (``bot/flood.py``, default 20 messages a minute, burst 10) gets
+  one polite slow-down notice; the extra messages are recorded but not sent to the assistant;
+- ``message_id`` (optional, chosen by the client) makes a retry idempotent: the same message
+  posted again (after a timeout) waits for / returns the first answer instead of being handled
+  twice, and never opens a second ticket.
+
+``GET /webhooks/guichet/outbox?sender=ID`` returns (once) the messages staff sent to that
+conversation: replies from the CM or a service, status news. The local chat polls it.
 """
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable, Text
+import collections
+import hashlib
+import json
+import logging
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Optional, Text
 
-from rasa.core.channels.channel import UserMessage
+from rasa.core.channels.channel import CollectingOutputChannel, UserMessage
 from rasa.core.channels.rest import RestInput
 from sanic import Blueprint, response
 from sanic.request import Request
+from sqlalchemy.exc import SQLAlchemyError
 
-from bot import relay
-from bot.settings import get_settings
+from bot import db, relay
+from bot.flood import FloodGuard
+from bot.integrations import reliability
+from bot.settings import PROJECT_ROOT, get_settings
+from bot.textnorm import clean_citizen_text
 from bot.tickets import TicketStore
+
+logger = logging.getLogger(__name__)
+MAX_SENDER = 255  # the conversation id columns (ticket, message, Rasa's events) hold 255 characters
+MAX_TEXT = 4000
+MAX_CLIENT_ID = 128
+MAX_METADATA = 10_000  # characters of JSON
+RESULT_TTL = 600  # seconds an answer is kept for a retried message id
+RESULT_CACHE = 20_000
+RETRY_WAIT = 120  # seconds a retry waits for the first attempt's answer
+
+
+def allowed_payloads(domain_path: Path | None = None) -> frozenset[str]:
+    """Payloads of the buttons the bot offers (responses in domain.yml): the only slash-messages passed on."""
+    import yaml
+
+    path = domain_path or PROJECT_ROOT / "domain.yml"
+    try:
+        domain = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return frozenset()
+    payloads = set()
+    for variants in (domain.get("responses") or {}).values():
+        for variant in variants or []:
+            for button in (variant or {}).get("buttons") or []:
+                payload = str((button or {}).get("payload") or "")
+                if payload.startswith("/"):
+                    payloads.add(payload)
+    return frozenset(payloads)
+
+
+def neutralise_command(text: str, allowed: frozenset[str]) -> str:
+    """A citizen's "/restart" is the text "restart": only offered button payloads stay commands."""
+    if not text.startswith("/") or text in allowed:
+        return text
+    return text.lstrip("/").strip()
+
+
+def message_id_for(sender: str, client_id: Any) -> str | None:
+    """A stable id for a client-chosen message id, namespaced by conversation (ids are global in the database)."""
+    if client_id is None or isinstance(client_id, bool) or not isinstance(client_id, (str, int)):
+        return None
+    client_id = str(client_id).strip()
+    if not client_id or len(client_id) > MAX_CLIENT_ID:
+        return None
+    return "c-" + hashlib.sha256(f"{sender}\x00{client_id}".encode("utf-8", "replace")).hexdigest()[:40]
+
+
+class BadRequest(Exception):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def parse_body(raw: bytes) -> tuple[str, Any, Optional[dict], Any]:
+    """(sender, message, metadata, client message id) from a request body; BadRequest with the answer's key."""
+    try:
+        payload = json.loads((raw or b"").decode("utf-8", errors="replace"))
+    except ValueError:
+        raise BadRequest("bad_request") from None
+    if not isinstance(payload, dict):
+        raise BadRequest("bad_request")
+    sender = payload.get("sender")
+    if isinstance(sender, bool) or not isinstance(sender, (str, int)):
+        raise BadRequest("bad_sender")
+    sender = str(sender).strip()
+    if not sender or len(sender) > MAX_SENDER or clean_citizen_text(sender, MAX_SENDER + 1) != sender:
+        raise BadRequest("bad_sender")
+    message = payload.get("message")
+    if message is None:
+        message = ""
+    elif isinstance(message, (int, float)) and not isinstance(message, bool):
+        message = str(message)
+    elif not isinstance(message, str):
+        raise BadRequest("bad_message")
+    metadata = payload.get("metadata")
+    if not isinstance(metadata, dict):
+        metadata = None
+    elif len(json.dumps(metadata, default=str)) > MAX_METADATA:
+        metadata = None
+    client_id = payload.get("message_id")
+    if client_id is None and metadata:
+        client_id = metadata.get("message_id")
+    return sender, message, metadata, client_id
 
 
 class GuichetRestInput(RestInput):
@@ -25,15 +137,120 @@ class GuichetRestInput(RestInput):
         return "guichet"
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
-        blueprint = super().blueprint(on_new_message)
+        blueprint = Blueprint(f"custom_webhook_{type(self).__name__}", __name__)
         store = TicketStore(get_settings().database_url)
+        texts = reliability.channel_texts()
+        guard = FloodGuard.from_env()
+        allowed = allowed_payloads()
+        inflight: dict[str, asyncio.Future] = {}
+        results: "collections.OrderedDict[str, tuple[float, list]]" = collections.OrderedDict()
+        channel = self.name()
+
+        def say(sender: str, key: str) -> dict:
+            return {"recipient_id": sender, "text": texts.render(key)}
+
+        def remember(key: str, messages: list) -> None:
+            results[key] = (time.monotonic(), messages)
+            results.move_to_end(key)
+            while len(results) > RESULT_CACHE or (results and time.monotonic() - next(iter(results.values()))[0] > RESULT_TTL):
+                results.popitem(last=False)
+
+        async def record(sender: str, text: str, message_id: str, metadata: Optional[dict]) -> str:
+            name = clean_citizen_text(str((metadata or {}).get("citizen_name") or ""), 200) or None
+            return await asyncio.to_thread(reliability.record_or_spool, store, sender, channel, text, message_id,
+                                           None, name)
+
+        async def flush_spool() -> None:
+            if reliability.has_spooled():
+                try:
+                    await asyncio.to_thread(reliability.flush_spool, store)
+                except Exception:  # noqa: BLE001 - tried again at the next message
+                    logger.exception("could not flush the message spool")
+
+        async def handle(sender: str, text: str, message_id: str, metadata: Optional[dict]) -> list:
+            decision = guard.check(sender)
+            if not decision.allowed:
+                await record(sender, text, message_id, metadata)
+                return [say(sender, "channel.slow_down")] if decision.notify else []
+            try:
+                handoff_before = await asyncio.to_thread(db.retrying, store.open_handoff, sender)
+            except SQLAlchemyError:  # the database is down: Rasa could not load the conversation either
+                logger.warning("database unreachable: message of %s kept, technical-problem answer", sender)
+                await record(sender, text, message_id, metadata)
+                return [{"recipient_id": sender, "text": texts.technical_problem()}]
+            await flush_spool()
+            collector = CollectingOutputChannel()
+            task = asyncio.ensure_future(on_new_message(UserMessage(
+                text, collector, sender, input_channel=channel, message_id=message_id, metadata=metadata)))
+            failed = False
+            try:
+                await asyncio.shield(task)  # a client hanging up does not stop the message half-way
+            except Exception:  # noqa: BLE001 - answered below; Rasa logged the cause
+                logger.exception("the assistant failed on a message of %s", sender)
+                failed = True
+            messages = list(collector.messages)
+            answered = any(m.get("text") or m.get("buttons") or m.get("image") or m.get("custom") for m in messages)
+            if failed or not answered:
+                # Whatever happened inside, the message must be in the transcript (recorded once).
+                await record(sender, text, message_id, metadata)
+            if not answered and handoff_before is None:
+                apology = texts.technical_problem()
+                messages.append({"recipient_id": sender, "text": apology})
+                try:
+                    from bot.transcript import record_bot_message
+
+                    await asyncio.to_thread(record_bot_message, store, sender, channel, apology, message_id)
+                except Exception:  # noqa: BLE001 - the answer matters more than its copy
+                    logger.warning("could not record the technical-problem answer of %s", sender)
+            return messages
+
+        @blueprint.route("/", methods=["GET"])
+        async def health(request: Request) -> response.HTTPResponse:
+            return response.json({"status": "ok"})
+
+        @blueprint.route("/webhook", methods=["POST"])
+        async def receive(request: Request) -> response.HTTPResponse:
+            try:
+                sender, message, metadata, client_id = parse_body(request.body)
+            except BadRequest as error:
+                return response.json([{"recipient_id": None, "text": texts.render(f"channel.{error.key}")}], status=400)
+            text = neutralise_command(clean_citizen_text(message, MAX_TEXT), allowed)
+            if not text:
+                return response.json([say(sender, "channel.empty_message")])
+            message_id = message_id_for(sender, client_id)
+            if message_id is None:
+                message_id = uuid.uuid4().hex
+            elif message_id in results:  # a retry of a message already answered: the same answer
+                return response.json(results[message_id][1])
+            elif message_id in inflight:  # a retry while the first attempt is still running
+                try:
+                    return response.json(await asyncio.wait_for(asyncio.shield(inflight[message_id]), RETRY_WAIT))
+                except (Exception, asyncio.CancelledError):  # noqa: BLE001 - still running: nothing is lost
+                    return response.json([say(sender, "channel.in_progress")])
+            future = asyncio.get_running_loop().create_future()
+            inflight[message_id] = future
+            try:
+                try:
+                    messages = await handle(sender, text, message_id, metadata)
+                except Exception:  # noqa: BLE001 - never a 500: the message is kept and the citizen told
+                    logger.exception("unexpected error on a message of %s", sender)
+                    await record(sender, text, message_id, metadata)
+                    messages = [{"recipient_id": sender, "text": texts.technical_problem()}]
+                future.set_result(messages)
+            finally:
+                inflight.pop(message_id, None)
+                if not future.done():
+                    future.cancel()
+            if client_id is not None:
+                remember(message_id, messages)
+            return response.json(messages)
 
         @blueprint.route("/outbox", methods=["GET"])
         async def outbox(request: Request) -> response.HTTPResponse:
             sender = (request.args.get("sender") or "").strip()
-            if not sender or len(sender) > 128:
+            if not sender or len(sender) > MAX_SENDER:
                 return response.json({"error": "paramètre « sender » manquant ou invalide"}, status=400)
-            texts = await asyncio.to_thread(relay.collect, store, sender)
-            return response.json([{"recipient_id": sender, "text": text} for text in texts])
+            texts_ = await asyncio.to_thread(relay.collect, store, sender)
+            return response.json([{"recipient_id": sender, "text": text} for text in texts_])
 
         return blueprint
