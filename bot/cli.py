@@ -150,7 +150,9 @@ def _poll_staff_messages(outbox_url: str, sender: str, stop) -> None:
             continue
 
 
-def local_chat(rest_url: str, sender: Optional[str] = None) -> None:
+def local_chat(rest_url: str, sender: Optional[str] = None, database_url: Optional[str] = None) -> None:
+    """Chat in this terminal. If the Rasa server is down, the message is recorded directly in the
+    database (same URL as the assistant, ``database_url`` or the settings) and the citizen is told."""
     import threading
 
     import requests
@@ -162,12 +164,36 @@ def local_chat(rest_url: str, sender: Optional[str] = None) -> None:
         outbox_url = rest_url.rsplit("/", 1)[0] + "/outbox"
         threading.Thread(target=_poll_staff_messages, args=(outbox_url, sender, stop), daemon=True).start()
     try:
-        _chat_loop(rest_url, sender, requests)
+        _chat_loop(rest_url, sender, requests, database_url or get_settings().database_url)
     finally:
         stop.set()
 
 
-def _chat_loop(rest_url: str, sender: str, requests) -> None:
+CHAT_ATTEMPTS = 3  # a Rasa server restarting answers again within a few seconds
+CHAT_TIMEOUT = 120
+
+
+def _post_message(rest_url: str, sender: str, text: str, client_id: str, requests, pause: float = 2.0):
+    """POST one message, retried (same message id: never handled twice); None if the server cannot be reached."""
+    import time
+
+    for attempt in range(1, CHAT_ATTEMPTS + 1):
+        try:
+            response = requests.post(rest_url, json={"sender": sender, "message": text, "message_id": client_id},
+                                     timeout=CHAT_TIMEOUT)
+            if response.status_code < 500:
+                return response.json()
+        except (requests.ConnectionError, requests.Timeout, ValueError):
+            pass
+        if attempt < CHAT_ATTEMPTS:
+            time.sleep(pause * attempt)
+    return None
+
+
+def _chat_loop(rest_url: str, sender: str, requests, database_url: Optional[str] = None, pause: float = 2.0) -> None:
+    from bot.integrations import reliability
+
+    database_url = database_url or get_settings().database_url
     while True:
         try:
             text = input("vous> ")
@@ -176,16 +202,17 @@ def _chat_loop(rest_url: str, sender: str, requests) -> None:
             return
         if text.strip() in ("/quit", "/exit"):
             return
-        try:
-            response = requests.post(rest_url, json={"sender": sender, "message": text}, timeout=60)
-            response.raise_for_status()
-            replies = response.json()
-        except Exception as exc:  # noqa: BLE001 - keep the chat open
-            typer.secho(f"(erreur : {exc})", fg=typer.colors.RED)
+        client_id = uuid.uuid4().hex
+        replies = _post_message(rest_url, sender, text, client_id, requests, pause)
+        if replies is None:  # the assistant is down: keep the message ourselves and say so
+            if text.strip():
+                reliability.record_or_spool(database_url, sender, "guichet", text,
+                                            reliability.message_id_for(sender, client_id))
+            typer.echo(f"mairie> {reliability.technical_problem_text()}")
             continue
         if not replies:
             typer.secho("(pas de réponse automatique : la conversation est avec l'équipe)", dim=True)
-        for reply in replies:
+        for reply in replies if isinstance(replies, list) else []:
             typer.echo(f"mairie> {reply.get('text', '')}")
 
 
@@ -229,17 +256,26 @@ def _staff(username: Optional[str]):
         _fail("Indiquez qui agit : --as IDENTIFIANT (ou GUICHET_STAFF_USER).")
     staff = Accounts(_store(), load_profile()).get(username)
     if staff is None:
-        _fail(f"Compte inconnu ou désactivé : {username!r} (voir `guichet staff add-user`).")
+        shown = "".join(ch if ch.isprintable() else "?" for ch in username)[:64]
+        _fail(f"Compte inconnu ou désactivé : « {shown} » (voir `guichet staff add-user`).")
     return staff
 
 
 def _run_desk(action):
+    """Run a desk action: refusals and bad input end with a French message, never a traceback."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from bot.staff import DeskError
 
     try:
         return action()
     except DeskError as exc:
         _fail(str(exc))
+    except (UnicodeError, ValueError) as exc:
+        _fail(f"Entrée refusée : texte ou valeur invalide (caractère nul, codage incorrect...) — {type(exc).__name__}.")
+    except SQLAlchemyError as exc:
+        _fail(f"La base de données a refusé l'opération ({type(exc).__name__}). Réessayez ; si cela persiste, "
+              "prévenez l'administrateur.", 1)
 
 
 AS_OPTION = typer.Option(None, "--as", help="Compte agent qui agit (ou GUICHET_STAFF_USER).")
@@ -371,6 +407,24 @@ def staff_add_user(username: str, role: str = typer.Option(..., help="cm ou head
     typer.echo(f"Compte créé : {staff.username} ({staff.role}{' ' + staff.service if staff.service else ''}).")
 
 
+@staff_app.command("set-password")
+def staff_set_password(username: str,
+                       password: Optional[str] = typer.Option(None, help="Nouveau mot de passe (sinon demandé, ou "
+                                                                          "GUICHET_NEW_PASSWORD).")) -> None:
+    """Changer le mot de passe d'un compte agent (ses sessions web ouvertes sont fermées)."""
+    from bot.accounts import AccountError, Accounts
+    from bot.profile import load_profile
+
+    password = password or os.environ.get("GUICHET_NEW_PASSWORD") or typer.prompt(
+        "Nouveau mot de passe", hide_input=True, confirmation_prompt=True)
+    try:
+        Accounts(_store(), load_profile()).set_password(username, password)
+    except AccountError as exc:
+        _fail(str(exc))
+        return
+    typer.echo(f"Mot de passe changé pour {username} ; ses sessions ouvertes sont fermées.")
+
+
 @staff_app.command("list-users")
 def staff_list_users() -> None:
     """Lister les comptes agents."""
@@ -498,6 +552,20 @@ def stats(days: int = typer.Option(30, min=1, max=3650, help="Période, en jours
         for name in figures_module.CHARTS:
             (charts / f"{name}.png").write_bytes(figures_module.chart_png(figures, name))
         typer.echo(f"Graphiques : {charts}")
+
+
+@app.command()
+def bench(
+    levels: str = typer.Option("1,8,32", help="Conversations simultanées, ex. 1,8,32."),
+    messages: int = typer.Option(0, help="Messages par niveau (défaut : 30 × niveau, de 60 à 480)."),
+    stock: bool = typer.Option(True, help="Comparer avec Rasa d'origine (configuration par défaut)."),
+    stock_epochs: int = typer.Option(3, help="Plafond d'époques du modèle d'origine (0 : les 100 de Rasa)."),
+) -> None:
+    """Mesure la vitesse de l'assistant complet, à côté de Rasa d'origine (figures dans var/bench/)."""
+    from bot import bench as bench_module
+
+    args = ["--levels", levels, "--messages", str(messages), "--stock-epochs", str(stock_epochs)]
+    raise typer.Exit(bench_module.main(args + ([] if stock else ["--no-stock"])))
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -157,6 +157,10 @@ class Privacy:
     def _require(self, conversation_id: str) -> None:
         if not conversation_id or not conversation_id.strip():
             raise PrivacyError("Indiquez un identifiant de conversation ou --reference T-2026-000123.")
+        if len(conversation_id) > 255 or not all(ch.isprintable() for ch in conversation_id) \
+                or any(0xD800 <= ord(ch) <= 0xDFFF for ch in conversation_id):
+            raise PrivacyError(f"Identifiant de conversation invalide : « {_shorten(conversation_id)} » "
+                               "(255 caractères imprimables au plus).")
         if conversation_id.startswith(PSEUDONYM_PREFIX):
             raise PrivacyError(f"« {_shorten(conversation_id)} » est un pseudonyme de données déjà anonymisées.")
         if not self.known(conversation_id):

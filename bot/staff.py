@@ -42,6 +42,12 @@ HANDOFF_REASON_LABELS = {
 }
 
 
+def _shown(value, length: int = 60) -> str:
+    """Something a user typed, safe to echo in a message: printable and short."""
+    text = "".join(ch if ch.isprintable() else "?" for ch in str(value))
+    return text if len(text) <= length else text[: length - 1] + "…"
+
+
 class DeskError(Exception):
     """An action refused, with a French message for the person who tried it."""
 
@@ -106,7 +112,7 @@ class StaffDesk:
     def ticket(self, staff: Staff, reference: str) -> Ticket:
         ticket = self.store.by_reference(reference) if isinstance(reference, str) else self.store.get(reference)
         if ticket is None or not (staff.is_cm or ticket.queue == staff.service):
-            raise NotFound(f"Ticket introuvable : {reference}")
+            raise NotFound(f"Ticket introuvable : {_shown(reference)}")
         return ticket
 
     def queue(self, staff: Staff, now: dt.datetime | None = None, include_closed: bool = False) -> list[QueueItem]:
@@ -178,11 +184,13 @@ class StaffDesk:
 
     def note(self, staff: Staff, reference: str, text: str) -> Message:
         """A private note: stays on the ticket, never sent."""
-        text = clean_citizen_text(text, limit=5000)
+        text = clean_citizen_text(text, limit=10_000)
         if not text:
             raise DeskError("La note est vide.")
+        if len(text) > 5000:
+            raise DeskError("Note trop longue (5 000 caractères au maximum).")
         ticket = self.ticket(staff, reference)
-        return self.store.add_message(ticket.conversation_id, ticket.channel, "staff", text[:5000], ticket_id=ticket.id,
+        return self.store.add_message(ticket.conversation_id, ticket.channel, "staff", text, ticket_id=ticket.id,
                                       author_name=staff.display_name, private=True)
 
     def route(self, staff: Staff, reference: str, service: str, kind: str = "request") -> Ticket:
@@ -190,7 +198,7 @@ class StaffDesk:
         if not staff.is_cm:
             raise DeskError("Seul le community manager oriente les tickets.")
         if service not in self.profile.services:
-            raise DeskError(f"Service inconnu {service!r} : {', '.join(self.profile.services)}.")
+            raise DeskError(f"Service inconnu « {_shown(service)} » : {', '.join(self.profile.services)}.")
         if kind not in ("report", "request", "complaint"):
             raise DeskError("Type inconnu : report, request ou complaint.")
         ticket = self.ticket(staff, reference)
@@ -218,7 +226,9 @@ class StaffDesk:
     def set_status(self, staff: Staff, reference: str, status: str, *, scheduled_for: dt.datetime | None = None,
                    duplicate_of: str | None = None, note: str | None = None) -> Ticket:
         if status not in STATUSES or status == "new":
-            raise DeskError(f"Statut inconnu {status!r} : {', '.join(s for s in STATUSES if s != 'new')}.")
+            raise DeskError(f"Statut inconnu « {_shown(status)} » : {', '.join(s for s in STATUSES if s != 'new')}.")
+        if note is not None:  # staff text: same cleaning as any stored text (no NUL for PostgreSQL)
+            note = clean_citizen_text(note, limit=2000) or None
         ticket = self.ticket(staff, reference)
         if ticket.status == "closed":
             if status == "closed" and ticket.kind == HANDOFF:  # retry giving the conversation back
@@ -231,7 +241,10 @@ class StaffDesk:
                 raise DeskError("Indiquez la date prévue de l'intervention.")
             values["scheduled_for"] = to_naive_utc(scheduled_for)
         if status == "duplicate":
-            original = self.store.by_reference(duplicate_of or "")
+            try:  # only a ticket this person may see: a head cannot probe other services' references
+                original = self.ticket(staff, duplicate_of or "")
+            except NotFound:
+                original = None
             if original is None or original.id == ticket.id:
                 raise DeskError("Indiquez la référence du ticket d'origine (T-2026-000123).")
             values["duplicate_of_id"] = original.id

@@ -7,8 +7,12 @@ Design:
 - Permissions live in ``bot.staff.StaffDesk``: the views only pass the logged-in ``Staff``; a ticket
   the user may not see is a 404, exactly like a ticket that does not exist.
 - Sessions are Flask's signed cookies (HttpOnly, SameSite=Lax, Secure with GUICHET_SECURE_COOKIES=1)
-  holding the username, the login time and the CSRF token. A session ends ``session_minutes`` after
-  the login, whatever the activity (absolute check on the login time, plus the cookie lifetime).
+  holding the username, the login time, the account's session epoch and the CSRF token. A session
+  ends ``session_minutes`` after the login, whatever the activity (absolute check on the login time,
+  plus the cookie lifetime). Logging out or changing the password bumps the account's epoch in the
+  database: every cookie issued before is refused, even replayed (server-side invalidation).
+- Logins are limited per account (5 failures: locked 15 minutes, ``bot.accounts``) and per client
+  address (``LoginThrottle``: 20 failures in 15 minutes, whatever the accounts tried).
 - Statistics (``bot.stats``) are reserved to the CM: they are town-wide and include the hand-off
   reasons, which a service head does not see anywhere else.
 """
@@ -38,6 +42,7 @@ from bot.staff import (
 from bot.tickets import HANDOFF
 from bot.web.security import (
     CSRF_MESSAGE,
+    LoginThrottle,
     csrf_field,
     csrf_token,
     csrf_valid,
@@ -59,6 +64,8 @@ ROUTE_KINDS = ("report", "request", "complaint")
 AUTHOR_LABELS = {"citizen": "Citoyen", "bot": "Assistant", "staff": "Agent", "system": "Système"}
 LOGIN_ERROR = ("Identifiant ou mot de passe incorrect. Après 5 essais manqués, le compte est bloqué "
                "pendant 15 minutes.")
+THROTTLED = ("Trop de tentatives de connexion depuis cette adresse. Réessayez dans 15 minutes ; "
+             "si besoin, prévenez l'administrateur.")
 PUBLIC_ENDPOINTS = {"login"}
 STATS_DAYS = (7, 30, 90, 365)
 ERROR_MESSAGES = {
@@ -67,6 +74,7 @@ ERROR_MESSAGES = {
     404: ("Introuvable", "Cette page ou ce ticket n'existe pas, ou ne relève pas de votre service."),
     405: ("Action impossible", "Cette adresse ne s'utilise pas de cette façon."),
     413: ("Envoi trop volumineux", "Le contenu envoyé est trop volumineux."),
+    429: ("Trop de tentatives", THROTTLED),
     500: ("Erreur interne", "Une erreur est survenue. Réessayez ; si elle persiste, prévenez l'administrateur."),
     503: ("Service indisponible", "Ce service est momentanément indisponible."),
 }
@@ -80,6 +88,7 @@ class _State:
         self._accounts = accounts
         self._lock = threading.Lock()
         self.session_seconds = session_seconds
+        self.throttle = LoginThrottle()
 
     def accounts(self, desk: StaffDesk):
         if self._accounts is None:
@@ -240,7 +249,9 @@ def _register_guards(app: Flask, state: _State) -> None:
                     return redirect(url_for("login"))
             else:
                 g.staff = state.accounts(_desk()).get(username)
-                if g.staff is None:  # account deactivated since the login
+                if g.staff is None or session.get("epoch") != g.staff.session_epoch:
+                    # account deactivated, or logged out / password changed since this cookie was issued
+                    g.staff = None
                     session.clear()
         if request.endpoint not in PUBLIC_ENDPOINTS and g.staff is None:
             if request.endpoint is None:
@@ -271,16 +282,23 @@ def _register_views(app: Flask, state: _State) -> None:
                 return redirect(target or url_for("queue"))
             csrf_token(session)
             return render_template("login.html", next=target, username="")
-        username = request.form.get("username", "").strip()[:64]
+        username = "".join(ch for ch in request.form.get("username", "").strip()[:64] if ch.isprintable())
         password = request.form.get("password", "")
+        address = request.remote_addr or "?"
+        now = app.config["GUICHET_CLOCK"]()
+        if state.throttle.blocked(address, now):
+            logger.warning("login refused: too many failures from one address")
+            return render_template("login.html", next=target, username=username, error=THROTTLED), 429
         staff = None
         if username and password and len(password) <= 1024:
             staff = state.accounts(_desk()).authenticate(username, password)
         if staff is None:
+            state.throttle.failed(address, now)
             return render_template("login.html", next=target, username=username, error=LOGIN_ERROR), 401
         session.clear()  # a fresh session (and CSRF token) for the new login
         session.permanent = True
         session["user"] = staff.username
+        session["epoch"] = staff.session_epoch
         session["login_at"] = app.config["GUICHET_CLOCK"]()
         csrf_token(session)
         flash(f"Bonjour {staff.display_name} !", "ok")
@@ -288,6 +306,7 @@ def _register_views(app: Flask, state: _State) -> None:
 
     @app.post("/logout")
     def logout():
+        state.accounts(_desk()).end_sessions(g.staff.username)  # this cookie is dead, even if replayed
         session.clear()
         flash("Vous êtes déconnecté(e).", "ok")
         return redirect(url_for("login"))

@@ -6,7 +6,9 @@ import logging
 import os
 import secrets
 import stat
+import threading
 import time
+from collections import deque
 from pathlib import Path
 
 from markupsafe import Markup, escape
@@ -100,3 +102,42 @@ def security_headers(response, nonce: str):
     response.headers["Referrer-Policy"] = "same-origin"
     response.headers.setdefault("Cache-Control", "no-store")
     return response
+
+
+class LoginThrottle:
+    """Failed logins per client address: past ``limit`` failures in ``window`` seconds, every login
+    from that address is refused until the oldest failure leaves the window (whatever the account:
+    one address cannot try many accounts). The per-account lock (``bot.accounts``) is kept as well.
+
+    In memory, per process: the staff interface runs as one threaded process. Behind a reverse
+    proxy every client has the proxy's address: configure the proxy to pass the client's address
+    (and wrap the app in werkzeug's ``ProxyFix``) or set a higher limit.
+    """
+
+    def __init__(self, limit: int = 20, window: float = 15 * 60):
+        self.limit = limit
+        self.window = window
+        self._failures: dict[str, deque] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, address: str, now: float) -> deque:
+        failures = self._failures.get(address)
+        if failures is None:
+            return deque()
+        while failures and failures[0] <= now - self.window:
+            failures.popleft()
+        if not failures:
+            del self._failures[address]
+        return failures
+
+    def blocked(self, address: str, now: float) -> bool:
+        with self._lock:
+            return len(self._recent(address, now)) >= self.limit
+
+    def failed(self, address: str, now: float) -> None:
+        with self._lock:
+            self._recent(address, now)
+            self._failures.setdefault(address, deque()).append(now)
+            if len(self._failures) > 10_000:  # bounded memory under a distributed attack
+                oldest = min(self._failures, key=lambda a: self._failures[a][-1])
+                del self._failures[oldest]
