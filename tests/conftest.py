@@ -229,3 +229,57 @@ def pg_store(postgres_url):
 
     reset_postgres_schema(postgres_url)
     return TicketStore(postgres_url)
+
+
+# --- Faults: a PostgreSQL cluster the tests may stop and start, and the whole stack on it --------
+class _RestartableCluster(_Cluster):
+    """A throw-away cluster whose server can be stopped and started again (data and port kept)."""
+
+    def pause(self) -> None:
+        result = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop")
+        if result.returncode != 0:
+            self._fail("pg_ctl stop (pause) failed.", result)
+
+    def resume(self) -> None:
+        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} "
+                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=100")
+        result = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
+                           "-t", "60", "-o", options, "start")
+        if result.returncode != 0:
+            self._fail("pg_ctl start (resume) failed.", result)
+
+
+@pytest.fixture(scope="module")
+def restartable_postgres():
+    """A PostgreSQL cluster of its own (``.url``, ``.pause()``, ``.resume()``) for the fault tests.
+
+    With GUICHET_TEST_POSTGRES_URL (an external server the tests cannot stop) these tests are skipped.
+    """
+    if os.environ.get("GUICHET_TEST_POSTGRES_URL"):
+        pytest.skip("database-restart tests need the throw-away cluster (GUICHET_TEST_POSTGRES_URL is set)")
+    bindir = _postgres_bindir()
+    if bindir is None:
+        pytest.fail("PostgreSQL tests: no server binaries. Run `bash scripts/test-deps.sh`.", pytrace=False)
+    cluster = _RestartableCluster(bindir)
+    try:
+        cluster.url = cluster.start()
+        yield cluster
+    finally:
+        from bot import db
+
+        if cluster.port is not None:
+            db.get_engine(cluster.url).dispose() if hasattr(cluster, "url") else None
+        if not cluster.data.joinpath("postmaster.pid").exists() and cluster.data.exists():
+            cluster.resume()  # a test failed while the server was paused: start it so stop() is clean
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def pg_stack(model_path, tmp_path_factory, restartable_postgres):
+    """The real stack (action server + Rasa server) on PostgreSQL: tracker store, tickets, transcript."""
+    from bot.stack import running_stack
+
+    var_dir = tmp_path_factory.mktemp("pgstack")
+    with running_stack(model_path, restartable_postgres.url, var_dir) as running:
+        running.postgres = restartable_postgres
+        yield running

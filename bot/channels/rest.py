@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import hashlib
 import json
 import logging
 import time
@@ -43,6 +42,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot import db, relay
 from bot.flood import FloodGuard
 from bot.integrations import reliability
+from bot.integrations.reliability import message_id_for
 from bot.settings import PROJECT_ROOT, get_settings
 from bot.textnorm import clean_citizen_text
 from bot.tickets import TicketStore
@@ -50,7 +50,6 @@ from bot.tickets import TicketStore
 logger = logging.getLogger(__name__)
 MAX_SENDER = 255  # the conversation id columns (ticket, message, Rasa's events) hold 255 characters
 MAX_TEXT = 4000
-MAX_CLIENT_ID = 128
 MAX_METADATA = 10_000  # characters of JSON
 RESULT_TTL = 600  # seconds an answer is kept for a retried message id
 RESULT_CACHE = 20_000
@@ -81,16 +80,6 @@ def neutralise_command(text: str, allowed: frozenset[str]) -> str:
     if not text.startswith("/") or text in allowed:
         return text
     return text.lstrip("/").strip()
-
-
-def message_id_for(sender: str, client_id: Any) -> str | None:
-    """A stable id for a client-chosen message id, namespaced by conversation (ids are global in the database)."""
-    if client_id is None or isinstance(client_id, bool) or not isinstance(client_id, (str, int)):
-        return None
-    client_id = str(client_id).strip()
-    if not client_id or len(client_id) > MAX_CLIENT_ID:
-        return None
-    return "c-" + hashlib.sha256(f"{sender}\x00{client_id}".encode("utf-8", "replace")).hexdigest()[:40]
 
 
 class BadRequest(Exception):
@@ -164,8 +153,8 @@ class GuichetRestInput(RestInput):
             if reliability.has_spooled():
                 try:
                     await asyncio.to_thread(reliability.flush_spool, store)
-                except Exception:  # noqa: BLE001 - tried again at the next message
-                    logger.exception("could not flush the message spool")
+                except Exception as exc:  # noqa: BLE001 - tried again at the next message
+                    logger.error("could not flush the message spool: %s", type(exc).__name__)
 
         async def handle(sender: str, text: str, message_id: str, metadata: Optional[dict]) -> list:
             decision = guard.check(sender)
@@ -185,8 +174,10 @@ class GuichetRestInput(RestInput):
             failed = False
             try:
                 await asyncio.shield(task)  # a client hanging up does not stop the message half-way
-            except Exception:  # noqa: BLE001 - answered below; Rasa logged the cause
-                logger.exception("the assistant failed on a message of %s", sender)
+            except Exception as exc:  # noqa: BLE001 - answered below
+                # Not logger.exception: error texts may carry the citizen's message (privacy).
+                logger.error("the assistant failed on a message of %s: %s", sender, type(exc).__name__)
+                logger.debug("assistant failure traceback", exc_info=True)
                 failed = True
             messages = list(collector.messages)
             answered = any(m.get("text") or m.get("buttons") or m.get("image") or m.get("custom") for m in messages)
@@ -232,8 +223,9 @@ class GuichetRestInput(RestInput):
             try:
                 try:
                     messages = await handle(sender, text, message_id, metadata)
-                except Exception:  # noqa: BLE001 - never a 500: the message is kept and the citizen told
-                    logger.exception("unexpected error on a message of %s", sender)
+                except Exception as exc:  # noqa: BLE001 - never a 500: the message is kept and the citizen told
+                    logger.error("unexpected error on a message of %s: %s", sender, type(exc).__name__)
+                    logger.debug("channel failure traceback", exc_info=True)
                     await record(sender, text, message_id, metadata)
                     messages = [{"recipient_id": sender, "text": texts.technical_problem()}]
                 future.set_result(messages)

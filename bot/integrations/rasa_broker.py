@@ -58,8 +58,10 @@ class TranscriptBroker(EventBroker):
                                                       event.get("text"), message_id, when, author_name=author)
                 if outcome == "db" and reliability.has_spooled():
                     reliability.flush_spool(self.store)
-            except Exception:  # noqa: BLE001 - never break the conversation; Rasa's tracker keeps it too
-                logger.exception("could not record a citizen message of a conversation in the transcript")
+            except Exception as exc:  # noqa: BLE001 - never break the conversation; Rasa's tracker keeps it too
+                logger.error("could not record a citizen message of a conversation in the transcript: %s",
+                             type(exc).__name__)
+                logger.debug("transcript recording traceback", exc_info=True)
             return
         try:
             record_bot_message(self.store, conversation, "rasa", event.get("text"), self._turn.get(conversation), when)

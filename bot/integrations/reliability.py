@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -32,6 +33,23 @@ from bot.settings import get_settings
 
 logger = logging.getLogger(__name__)
 _local_lock = threading.Lock()  # flock is per process; this serialises the threads of one process
+
+
+MAX_CLIENT_ID = 128
+
+
+def message_id_for(sender: str, client_id) -> str | None:
+    """The stored id of a client-chosen message id, namespaced by conversation (ids are global in the database).
+
+    The REST channel and the local chat (recording directly when the Rasa server is down) agree on it,
+    so a message is never stored twice.
+    """
+    if client_id is None or isinstance(client_id, bool) or not isinstance(client_id, (str, int)):
+        return None
+    client_id = str(client_id).strip()
+    if not client_id or len(client_id) > MAX_CLIENT_ID:
+        return None
+    return "c-" + hashlib.sha256(f"{sender}\x00{client_id}".encode("utf-8", "replace")).hexdigest()[:40]
 
 
 def spool_dir() -> Path:
@@ -209,6 +227,6 @@ FALLBACK_TECHNICAL_PROBLEM = ("Nous rencontrons un souci technique, désolés ! 
 def technical_problem_text() -> str:
     try:
         return channel_texts().technical_problem()
-    except Exception:  # noqa: BLE001 - the apology must always be given
-        logger.exception("could not render the technical-problem answer")
+    except Exception as exc:  # noqa: BLE001 - the apology must always be given
+        logger.error("could not render the technical-problem answer: %s", type(exc).__name__)
         return FALLBACK_TECHNICAL_PROBLEM
