@@ -132,7 +132,7 @@ class Privacy:
     # --- finding a citizen ---------------------------------------------------------------------
     def conversation_for_reference(self, reference: str) -> str:
         """The conversation a ticket reference belongs to (what a citizen quotes)."""
-        ticket = self.store.by_reference(reference or "")
+        ticket = self.store.by_reference(reference or "", strict=True)
         if ticket is None:
             raise PrivacyError(f"Aucun ticket ne porte la référence « {_shorten(reference)} ».")
         if ticket.anonymised_at is not None:

@@ -110,7 +110,8 @@ class StaffDesk:
         return query
 
     def ticket(self, staff: Staff, reference: str) -> Ticket:
-        ticket = self.store.by_reference(reference) if isinstance(reference, str) else self.store.get(reference)
+        ticket = (self.store.by_reference(reference, strict=True) if isinstance(reference, str)
+                  else self.store.get(reference))
         if ticket is None or not (staff.is_cm or ticket.queue == staff.service):
             raise NotFound(f"Ticket introuvable : {_shown(reference)}")
         return ticket

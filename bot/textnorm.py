@@ -21,4 +21,6 @@ def clean_citizen_text(text: str | None, limit: int = 4000) -> str:
         return ""
     text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch)[0] != "C" or ch == "\u200d")
     text = text.strip()
+    if not text.replace("\u200d", "").strip():  # nothing visible (a lone emoji joiner is not a message)
+        return ""
     return text if len(text) <= limit else text[: limit - 1] + "…"

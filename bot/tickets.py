@@ -17,6 +17,32 @@ _REFERENCE = re.compile(r"\bt\s*-?\s*(20\d\d)\s*-?\s*(\d{1,6})\b|\b(?:ticket|ref
 HANDOFF = "handoff"
 
 
+_STAFF_REFERENCE = re.compile(r"\s*(?:t\s*-?\s*(20\d\d)\s*-?\s*)?(\d{1,6})\s*", re.IGNORECASE)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+MAX_CONVERSATION_ID = 255
+MAX_NAME = 200
+
+
+def storable(text: str | None) -> str | None:
+    """The text every database stores and gives back unchanged: without NUL (PostgreSQL refuses it)
+    and without lone surrogates (no driver can encode them; a surrogate *pair* becomes its
+    character). Anything else is kept as is, on SQLite and PostgreSQL alike."""
+    if not text:
+        return text
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    if _SURROGATE.search(text):
+        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text
+
+
+def _conversation_id(value: str) -> str:
+    value = storable(value) or ""
+    if not value or len(value) > MAX_CONVERSATION_ID:
+        raise ValueError(f"a conversation id has 1 to {MAX_CONVERSATION_ID} characters")
+    return value
+
+
 def format_reference(year: int, number: int) -> str:
     return f"T-{year}-{number:06d}"
 
@@ -29,6 +55,15 @@ def parse_reference(text: str) -> tuple[int | None, int] | None:
     if match.group(1):
         return int(match.group(1)), int(match.group(2))
     return None, int(match.group(3))
+
+
+def parse_staff_reference(text: str | None) -> tuple[int | None, int] | None:
+    """A reference typed by staff (URL, search box, command line): the whole entry must be one,
+    "T-2026-000042", "t2026-42" or a bare number "42"; anything else is not a reference."""
+    match = _STAFF_REFERENCE.fullmatch(text or "")
+    if not match:
+        return None
+    return (int(match.group(1)) if match.group(1) else None), int(match.group(2))
 
 
 @dataclass(frozen=True)
@@ -71,9 +106,10 @@ class TicketStore:
         with self.session() as session:
             ticket = Ticket(
                 kind=new.kind, queue=new.queue, status="new", urgent=new.urgent,
-                handoff_reason=new.handoff_reason, conversation_id=new.conversation_id,
-                channel=new.channel, citizen_name=new.citizen_name, location=new.location,
-                summary=new.summary, source_message_id=new.source_message_id,
+                handoff_reason=new.handoff_reason, conversation_id=_conversation_id(new.conversation_id),
+                channel=new.channel, citizen_name=(storable(new.citizen_name) or "")[:MAX_NAME] or None,
+                location=storable(new.location), summary=storable(new.summary) or "",
+                source_message_id=storable(new.source_message_id),
                 created_at=created_at, updated_at=created_at,
             )
             session.add(ticket)
@@ -115,8 +151,10 @@ class TicketStore:
         with self.session() as session:
             return session.get(Ticket, ticket_id)
 
-    def by_reference(self, reference: str) -> Ticket | None:
-        parsed = parse_reference(reference)
+    def by_reference(self, reference: str, strict: bool = False) -> Ticket | None:
+        """The ticket a reference names; ``strict``: the whole text must be a reference (staff entries),
+        otherwise the first reference found in free text."""
+        parsed = parse_staff_reference(reference) if strict else parse_reference(reference)
         if parsed is None:
             return None
         with self.session() as session:
@@ -179,8 +217,9 @@ class TicketStore:
                     author_name: str | None = None, private: bool = False,
                     now: dt.datetime | None = None) -> Message:
         with self.session() as session:
-            message = Message(conversation_id=conversation_id, channel=channel, author=author, text=text,
-                              ticket_id=ticket_id, external_id=external_id, author_name=author_name,
+            message = Message(conversation_id=_conversation_id(conversation_id), channel=channel, author=author,
+                              text=storable(text) or "", ticket_id=ticket_id, external_id=storable(external_id),
+                              author_name=storable(author_name)[:MAX_NAME] if author_name else None,
                               private=private, created_at=to_naive_utc(now) or utcnow())
             session.add(message)
             session.commit()
@@ -201,7 +240,7 @@ class TicketStore:
             if status in CLOSED_STATUSES and ticket.closed_at is None:
                 ticket.closed_at = moment
             session.add(StatusChange(ticket_id=ticket.id, old_status=old, new_status=status, actor=actor,
-                                     note=note, created_at=moment))
+                                     note=storable(note), created_at=moment))
             session.commit()
             return ticket
 
@@ -217,9 +256,12 @@ class TicketStore:
             return ticket
 
     def append_summary(self, ticket_id: int, text: str) -> Ticket:
+        text = storable(text) or ""
         return self._amend(ticket_id, lambda ticket: setattr(ticket, "summary", f"{ticket.summary}\n{text}"))
 
     def update_location(self, ticket_id: int, location: str) -> Ticket:
+        location = storable(location) or ""
+
         def add(ticket: Ticket) -> None:
             ticket.location = f"{ticket.location} / {location}" if ticket.location else location
 

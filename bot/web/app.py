@@ -282,18 +282,20 @@ def _register_views(app: Flask, state: _State) -> None:
                 return redirect(target or url_for("queue"))
             csrf_token(session)
             return render_template("login.html", next=target, username="")
-        username = "".join(ch for ch in request.form.get("username", "").strip()[:64] if ch.isprintable())
+        username = request.form.get("username", "").strip()[:64]  # odd characters: refused by Accounts
         password = request.form.get("password", "")
         address = request.remote_addr or "?"
         now = app.config["GUICHET_CLOCK"]()
         if state.throttle.blocked(address, now):
             logger.warning("login refused: too many failures from one address")
+            username = "".join(ch for ch in username if ch.isprintable())
             return render_template("login.html", next=target, username=username, error=THROTTLED), 429
         staff = None
         if username and password and len(password) <= 1024:
             staff = state.accounts(_desk()).authenticate(username, password)
         if staff is None:
             state.throttle.failed(address, now)
+            username = "".join(ch for ch in username if ch.isprintable())
             return render_template("login.html", next=target, username=username, error=LOGIN_ERROR), 401
         session.clear()  # a fresh session (and CSRF token) for the new login
         session.permanent = True
