@@ -467,13 +467,13 @@ def _conversation(conversation_id: Optional[str], reference: Optional[str]) -> s
 
 @app.command()
 def purge(dry_run: bool = typer.Option(False, "--dry-run", help="Compter seulement, sans rien modifier."),
-          days: Optional[int] = typer.Option(None, min=1, help="Durée de conservation en jours "
+          days: Optional[int] = typer.Option(None, help="Durée de conservation en jours "
                                                                "(défaut : privacy.retention_days du profil).")) -> None:
     """RGPD : anonymise les tickets clos depuis plus longtemps que la durée de conservation (les chiffres restent)."""
     from bot.privacy import PrivacyError
     from bot.profile import load_profile
 
-    retention = days or load_profile().town.retention_days
+    retention = days if days is not None else load_profile().town.retention_days
     try:
         report = _privacy().purge(retention, dry_run=dry_run)
     except PrivacyError as exc:

@@ -292,7 +292,8 @@ def test_export_by_conversation_or_reference(cli, store, tmp_path):
     (("citizen", "erase", "old-citizen"), "ajoutez --yes"),
     (("citizen", "erase", "anonyme-0123456789abcdef", "--yes"), "pseudonyme"),
     (("citizen", "export", "old-citizen", "--out", "/nonexistent-dir/x.json"), "Impossible d'écrire"),
-    (("purge", "--days", "0"), "0"),
+    (("purge", "--days", "0"), "La durée de conservation doit être d'au moins un jour."),
+    (("purge", "--days", "-5"), "au moins un jour"),
 ])
 def test_privacy_commands_explain_bad_input(cli, store, args, message):
     Town(store)
