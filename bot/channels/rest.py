@@ -88,8 +88,15 @@ class BadRequest(Exception):
         self.key = key
 
 
-def parse_body(raw: bytes) -> tuple[str, Any, Optional[dict], Any]:
-    """(sender, message, metadata, client message id) from a request body; BadRequest with the answer's key."""
+# Channels whose gateways post here on their citizens' behalf (``input_channel`` in the body):
+# tickets then carry that channel, so staff replies are delivered there.
+GATEWAY_CHANNELS = frozenset({"telegram"})
+
+
+def parse_body(raw: bytes) -> tuple[str, Any, Optional[dict], Any, Optional[str]]:
+    """(sender, message, metadata, client message id, gateway channel) from a request body.
+
+    Raises BadRequest with the answer's key."""
     try:
         payload = json.loads((raw or b"").decode("utf-8", errors="replace"))
     except ValueError:
@@ -117,7 +124,8 @@ def parse_body(raw: bytes) -> tuple[str, Any, Optional[dict], Any]:
     client_id = payload.get("message_id")
     if client_id is None and metadata:
         client_id = metadata.get("message_id")
-    return sender, message, metadata, client_id
+    gateway = payload.get("input_channel")
+    return sender, message, metadata, client_id, gateway if gateway in GATEWAY_CHANNELS else None
 
 
 class GuichetRestInput(RestInput):
@@ -144,7 +152,8 @@ class GuichetRestInput(RestInput):
             while len(results) > RESULT_CACHE or (results and time.monotonic() - next(iter(results.values()))[0] > RESULT_TTL):
                 results.popitem(last=False)
 
-        async def record(sender: str, text: str, message_id: str, metadata: Optional[dict]) -> str:
+        async def record(sender: str, text: str, message_id: str, metadata: Optional[dict],
+                         channel: str = channel) -> str:
             name = clean_citizen_text(str((metadata or {}).get("citizen_name") or ""), 200) or None
             return await asyncio.to_thread(reliability.record_or_spool, store, sender, channel, text, message_id,
                                            None, name)
@@ -156,16 +165,17 @@ class GuichetRestInput(RestInput):
                 except Exception as exc:  # noqa: BLE001 - tried again at the next message
                     logger.error("could not flush the message spool: %s", type(exc).__name__)
 
-        async def handle(sender: str, text: str, message_id: str, metadata: Optional[dict]) -> list:
+        async def handle(sender: str, text: str, message_id: str, metadata: Optional[dict],
+                         channel: str = channel) -> list:
             decision = guard.check(sender)
             if not decision.allowed:
-                await record(sender, text, message_id, metadata)
+                await record(sender, text, message_id, metadata, channel)
                 return [say(sender, "channel.slow_down")] if decision.notify else []
             try:
                 handoff_before = await asyncio.to_thread(db.retrying, store.open_handoff, sender)
             except SQLAlchemyError:  # the database is down: Rasa could not load the conversation either
                 logger.warning("database unreachable: message of %s kept, technical-problem answer", sender)
-                await record(sender, text, message_id, metadata)
+                await record(sender, text, message_id, metadata, channel)
                 return [{"recipient_id": sender, "text": texts.technical_problem()}]
             await flush_spool()
             collector = CollectingOutputChannel()
@@ -183,7 +193,7 @@ class GuichetRestInput(RestInput):
             answered = any(m.get("text") or m.get("buttons") or m.get("image") or m.get("custom") for m in messages)
             if failed or not answered:
                 # Whatever happened inside, the message must be in the transcript (recorded once).
-                await record(sender, text, message_id, metadata)
+                await record(sender, text, message_id, metadata, channel)
             if not answered and handoff_before is None:
                 apology = texts.technical_problem()
                 messages.append({"recipient_id": sender, "text": apology})
@@ -202,7 +212,7 @@ class GuichetRestInput(RestInput):
         @blueprint.route("/webhook", methods=["POST"])
         async def receive(request: Request) -> response.HTTPResponse:
             try:
-                sender, message, metadata, client_id = parse_body(request.body)
+                sender, message, metadata, client_id, gateway = parse_body(request.body)
             except BadRequest as error:
                 return response.json([{"recipient_id": None, "text": texts.render(f"channel.{error.key}")}], status=400)
             text = neutralise_command(clean_citizen_text(message, MAX_TEXT), allowed)
@@ -222,11 +232,11 @@ class GuichetRestInput(RestInput):
             inflight[message_id] = future
             try:
                 try:
-                    messages = await handle(sender, text, message_id, metadata)
+                    messages = await handle(sender, text, message_id, metadata, gateway or channel)
                 except Exception as exc:  # noqa: BLE001 - never a 500: the message is kept and the citizen told
                     logger.error("unexpected error on a message of %s: %s", sender, type(exc).__name__)
                     logger.debug("channel failure traceback", exc_info=True)
-                    await record(sender, text, message_id, metadata)
+                    await record(sender, text, message_id, metadata, gateway or channel)
                     messages = [{"recipient_id": sender, "text": texts.technical_problem()}]
                 future.set_result(messages)
             finally:

@@ -76,6 +76,8 @@ from telegram.ext import (
 
 from bot import relay
 from bot.accounts import Accounts, Staff
+from bot.integrations import reliability
+from bot.integrations.reliability import message_id_for
 from bot.models import CLOSED_STATUSES, Outbox, Ticket, utcnow
 from bot.staff import DeskError, StaffDesk
 from bot.tickets import HANDOFF, TicketStore, parse_reference
@@ -216,7 +218,7 @@ class Gateway:
                  cm_chat: int | None = None, staff_users: dict[int, str] | None = None,
                  poll_seconds: float = 3.0, rasa_timeout: float = 90.0):
         self.application = application
-        self.rest_url = f"{rasa_url.rstrip('/')}/webhooks/rest/webhook"
+        self.rest_url = f"{rasa_url.rstrip('/')}/webhooks/guichet/webhook"
         self.store = store
         self.desk = desk
         self.accounts = Accounts(store, desk.profile)
@@ -339,7 +341,8 @@ class Gateway:
         user = user or update.effective_user
         name = (user.first_name if user else None) or None
         conversation = conversation_id(chat_id)
-        message_id = f"telegram-update-{update.update_id}"
+        client_id = f"update-{update.update_id}"
+        message_id = message_id_for(conversation, client_id)  # what the REST channel stores for it
         async with self._locks[chat_id]:
             handoff = await asyncio.to_thread(self.store.open_handoff, conversation)
             if handoff is not None:
@@ -350,33 +353,35 @@ class Gateway:
             except Exception:
                 logger.debug("typing action failed", exc_info=True)
             try:
-                answers = await asyncio.to_thread(self._post_rasa, conversation, text, name)
+                answers = await asyncio.to_thread(self._post_rasa, conversation, text, name, client_id)
             except RasaUnavailable as exc:
                 logger.warning("Rasa unavailable for %s: %s", conversation, exc)
-                if exc.args and exc.args[0] != "empty answer":
-                    await asyncio.to_thread(record_citizen_message, self.store, conversation, CHANNEL, text,
-                                            message_id, None, name)
+                await asyncio.to_thread(reliability.record_or_spool, self.store, conversation, CHANNEL, text,
+                                        message_id, None, name)
                 await self.send(chat_id, self.technical_problem())
                 return
             for answer in answers:
                 await self._send_rasa_answer(chat_id, answer)
 
-    def _post_rasa(self, conversation: str, text: str, name: str | None) -> list[dict]:
+    def _post_rasa(self, conversation: str, text: str, name: str | None, client_id: str) -> list[dict]:
+        """The assistant's answers, through our hardened REST channel (``bot/channels/rest.py``).
+
+        That channel answers bad input in French, applies the flood guard, adds the technical-problem
+        answer when an action failed, and makes a retried ``message_id`` idempotent (an update
+        delivered again after a gateway restart opens no second ticket). An empty list is normal
+        there (during a hand-off, or the rest of a flood).
+        """
         try:
             response = requests.post(self.rest_url, timeout=(5, self.rasa_timeout), json={
-                "sender": conversation, "message": text, "input_channel": CHANNEL,
+                "sender": conversation, "message": text, "input_channel": CHANNEL, "message_id": client_id,
                 "metadata": {"citizen_name": name} if name else {},
             })
-        except requests.RequestException as exc:
+            answers = response.json()
+        except (requests.RequestException, ValueError) as exc:
             raise RasaUnavailable(type(exc).__name__) from exc
-        if response.status_code >= 500:
+        if response.status_code >= 500 or not isinstance(answers, list):
             raise RasaUnavailable(f"HTTP {response.status_code}")
-        response.raise_for_status()
-        answers = response.json()
-        if not answers and self.store.open_handoff(conversation) is None:
-            # The assistant always answers outside a hand-off: an empty list means a failed action.
-            raise RasaUnavailable("empty answer")
-        return answers
+        return answers  # a 400 carries its French explanation as an answer
 
     async def _send_rasa_answer(self, chat_id: int, answer: dict) -> None:
         text = answer.get("text") or ""
