@@ -29,6 +29,7 @@ Pure domain code: SQLAlchemy only, no Rasa or Telegram import.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import secrets
 from dataclasses import asdict, dataclass, field
@@ -52,6 +53,14 @@ EVENTS = Table(
     Column("timestamp", Float),
     Column("data", Text),
 )
+
+
+def log_ref(conversation_id: str | None) -> str:
+    """What logs show of a conversation: a short hash, enough to follow one conversation
+    across log lines, not the id itself (a Telegram chat id is the person's account id)."""
+    if not conversation_id:
+        return "conv-?"
+    return "conv-" + hashlib.sha256(conversation_id.encode("utf-8", "replace")).hexdigest()[:10]
 
 
 class PrivacyError(ValueError):

@@ -78,6 +78,7 @@ from bot import relay
 from bot.accounts import Accounts, Staff
 from bot.integrations import reliability
 from bot.integrations.reliability import message_id_for
+from bot.privacy import log_ref
 from bot.models import CLOSED_STATUSES, Outbox, Ticket, utcnow
 from bot.staff import DeskError, StaffDesk
 from bot.tickets import HANDOFF, TicketStore, parse_reference
@@ -282,8 +283,11 @@ class Gateway:
                 await job()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception("Telegram gateway background job failed")
+            except Exception as exc:
+                # Not logger.exception: a database error's text carries SQL parameters (citizens' words).
+                logger.error("Telegram gateway background job %s failed: %s", getattr(job, "__name__", job),
+                             type(exc).__name__)
+                logger.debug("background job traceback", exc_info=True)
             await asyncio.sleep(self.poll_seconds)
 
     # --- sending -------------------------------------------------------------------------------------
@@ -355,7 +359,7 @@ class Gateway:
             try:
                 answers = await asyncio.to_thread(self._post_rasa, conversation, text, name, client_id)
             except RasaUnavailable as exc:
-                logger.warning("Rasa unavailable for %s: %s", conversation, exc)
+                logger.warning("Rasa unavailable for %s: %s", log_ref(conversation), exc)
                 await asyncio.to_thread(reliability.record_or_spool, self.store, conversation, CHANNEL, text,
                                         message_id, None, name)
                 await self.send(chat_id, self.technical_problem())
