@@ -597,3 +597,49 @@ def test_guichet_run_serves_telegram_when_a_token_is_set(fake, model_path, tmp_p
     output = (tmp_path / "run.log").read_text()
     assert "Passerelle Telegram démarrée (long polling)" in output and "vous>" not in output
     assert sum(earlier.reference in t for t in fake.texts(CM_CHAT)) == 1
+
+
+@pytest.mark.slow
+def test_bad_input_through_telegram_gets_french_answers(fake, live, tickets):
+    """Odd messages through the gateway and the real stack: one answer each, sent as plain text."""
+    odd = {
+        "\x00\x01\x07\x1b": "semble vide",
+        "a" * 20_000: None,
+        "😡😡😡🤬": None,
+        "<script>alert('x')</script><b>gras</b>": None,
+        "'; DROP TABLE ticket; -- \" OR 1=1": None,
+        "où en est mon dossier T-2026-999999 ?": None,
+    }
+    chats = {text: 30_000_000 + uuid.uuid4().int % 10**7 for text in odd}
+    for text, chat in chats.items():
+        fake.push({"message": message(chat, text)})
+    for text, chat in chats.items():
+        fake.wait_for(lambda chat=chat: fake.texts(chat), 90, f"an answer to {text[:20]!r}")
+        if odd[text]:
+            assert odd[text] in fake.texts(chat)[0]
+    time.sleep(1)
+    for chat in chats.values():
+        assert len(fake.texts(chat)) == 1 and all("parse_mode" not in p for p in fake.sent(chat))
+        assert len(fake.texts(chat)[0]) < 4096
+    assert "Je ne trouve pas de dossier T-2026-999999" in fake.texts(chats["où en est mon dossier T-2026-999999 ?"])[0]
+    sql = "'; DROP TABLE ticket; -- \" OR 1=1"
+    assert [m.text for m in tickets.conversation_messages(f"telegram-{chats[sql]}") if m.author == "citizen"] == [sql]
+    for text, chat in chats.items():
+        if odd[text] is None:  # every readable message is in the transcript
+            assert tickets.conversation_messages(f"telegram-{chat}"), text[:20]
+
+
+@pytest.mark.slow
+def test_a_flood_from_one_chat_is_slowed_politely_and_kept(fake, live, tickets, chat_id):
+    conversation = f"telegram-{chat_id}"
+    sent = 25
+    for number in range(sent):
+        fake.push({"message": message(chat_id, f"il y a un nid de poule devant le 4 rue des Lilas ({number})")})
+    fake.wait_for(lambda: len(tickets.conversation_messages(conversation)) >= sent * 2 - 1 or
+                  len([m for m in tickets.conversation_messages(conversation) if m.author == "citizen"]) == sent,
+                  120, "every message recorded")
+    time.sleep(1)
+    citizen = [m for m in tickets.conversation_messages(conversation) if m.author == "citizen"]
+    assert len(citizen) == sent
+    assert sum("très vite" in t for t in fake.texts(chat_id)) == 1
+    assert len(tickets.for_conversation(conversation)) == 1
