@@ -130,6 +130,9 @@ class SoakReport:
             found.append(f"{self.unanswered} messages without answer outside a hand-off")
         if self.http_errors:
             found.append(f"{self.http_errors} HTTP errors")
+        if self.technical_problem_answers > max(1, self.messages_sent // 100):
+            found.append(f"{self.technical_problem_answers} technical-problem answers (a part failed under load: "
+                         "see the logs)")
         for name, values in self.rss_mb.items():
             warm, end = values.get("warm"), values.get("end")
             if warm and end and end > warm * (1 + memory_slack_ratio) + memory_slack_mb:
