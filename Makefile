@@ -4,7 +4,7 @@ GUICHET := .venv/bin/guichet
 export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: setup train run test test-deps eval stories nlu-report soak lock clean
+.PHONY: setup train run test test-deps eval stories nlu-report bench soak lock clean
 
 setup:
 	@bash scripts/setup.sh
@@ -29,6 +29,10 @@ stories: train
 
 nlu-report: setup
 	@.venv/bin/rasa test nlu --nlu data/nlu --cross-validation --folds 3 --out var/nlu-report > var/nlu-report.log 2>&1; tail -5 var/nlu-report.log
+
+# Speed of the whole assistant vs stock Rasa (README "Speed"); about 12 minutes the first time.
+bench: setup
+	@$(PY) -m bot.bench
 
 # Soak on loopback: 5,000 messages in 300 concurrent conversations through the REST channel,
 # counts checked in the database (README "Reliability"); about 20 minutes on 2 cores.
