@@ -497,8 +497,39 @@ def messages_for(level: int, options: Options) -> int:
     return options.messages or min(480, max(60, 30 * level))
 
 
+STOCK_BROKER = "bot.integrations.rasa_broker.TranscriptBroker"  # the transcript broker without our Rasa speed-ups
+
+
+@contextmanager
+def stock_rasa_endpoints() -> Iterator[None]:
+    """The stock anchor runs Rasa as shipped: same broker, tracker store and action server, no speed-ups."""
+    from bot import stack
+
+    original = stack.write_endpoints
+
+    def write_endpoints(path: Path, *args, **kwargs) -> Path:
+        original(path, *args, **kwargs)
+        endpoints = yaml.safe_load(path.read_text(encoding="utf-8"))
+        endpoints["event_broker"]["type"] = STOCK_BROKER
+        path.write_text(yaml.safe_dump(endpoints, sort_keys=False), encoding="utf-8")
+        return path
+
+    stack.write_endpoints = write_endpoints
+    try:
+        yield
+    finally:
+        stack.write_endpoints = original
+
+
 def bench_model(name: str, model: Path, options: Options, corpus: Sequence[Conversation], log=print) -> dict:
-    from bot.stack import running_stack, write_endpoints
+    if name == "stock":
+        with stock_rasa_endpoints():
+            return _bench_model(name, model, options, corpus, log)
+    return _bench_model(name, model, options, corpus, log)
+
+
+def _bench_model(name: str, model: Path, options: Options, corpus: Sequence[Conversation], log=print) -> dict:
+    from bot import stack as stack_module
 
     var_dir = options.out / name
     var_dir.mkdir(parents=True, exist_ok=True)
@@ -512,12 +543,12 @@ def bench_model(name: str, model: Path, options: Options, corpus: Sequence[Conve
         env.update(GUICHET_BENCH_LEVERS=",".join(options.levers),
                    PYTHONPATH=os.pathsep.join([str(BENCH_DIR / "levers"), str(PROJECT_ROOT)]))
     started = time.monotonic()
-    with running_stack(model, database_url, var_dir, **env) as stack:
+    with stack_module.running_stack(model, database_url, var_dir, **env) as stack:
         result["stack_start_s"] = round(time.monotonic() - started, 1)
         endpoints_file = var_dir / f"endpoints-{stack.rasa_port}.yml"
         if options.tracker == "memory":
             # Lever: no SQL tracker store (conversations lost on restart: measured, not shipped).
-            write_endpoints(endpoints_file, stack.action_port, database_url, persist_tracker=False)
+            stack_module.write_endpoints(endpoints_file, stack.action_port, database_url, persist_tracker=False)
             stack.restart_rasa()
         log(f"[{name}] stack ready in {result['stack_start_s']} s (Rasa {stack.rasa_url}); warming up...")
         asyncio.run(drive(stack.rest_url, mix(corpus, 20, seed=99), 2, f"{name}-warm"))
@@ -560,7 +591,9 @@ def run(options: Options, log=print) -> dict:
     models = {"ours": ensure_model("ours", PROJECT_ROOT / "config.yml", options.out, None, log)}
     if options.stock:
         models["stock"] = ensure_model("stock", STOCK_CONFIG, options.out, options.stock_epochs, log)
-    for name, (model, training_s, cached) in models.items():
+    # Stock first: its in-process profile must run before our speed-ups get installed in this process.
+    for name in sorted(models, key=lambda n: n != "stock"):
+        model, training_s, cached = models[name]
         result = bench_model(name, model, options, corpus, log)
         result.update(training_s=training_s, training_cached=cached)
         report["runs"][name] = result

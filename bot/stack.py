@@ -46,7 +46,8 @@ def tracker_store_config(database_url: str) -> dict:
 def write_endpoints(path: Path, action_port: int, database_url: str, persist_tracker: bool = True) -> Path:
     endpoints = {
         "action_endpoint": {"url": f"http://127.0.0.1:{action_port}/webhook"},
-        "event_broker": {"type": "bot.integrations.rasa_broker.TranscriptBroker", "url": database_url},
+        # The transcript broker + Rasa speed-ups measured by `guichet bench` (README "Speed").
+        "event_broker": {"type": "bot.integrations.rasa_speedups.TranscriptBroker", "url": database_url},
     }
     if persist_tracker:
         endpoints["tracker_store"] = tracker_store_config(database_url)
