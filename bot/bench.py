@@ -648,6 +648,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = Options(levels=parse_levels(args.levels), messages=args.messages, out=args.out, stock=not args.no_stock,
                       stock_epochs=args.stock_epochs or None, tracker=args.tracker, profile=not args.no_profile,
                       parse_samples=args.parse_samples, levers=tuple(args.lever))
+    if options.levers:  # the in-process profile gets the same experiments as the servers
+        import runpy
+
+        os.environ["GUICHET_BENCH_LEVERS"] = ",".join(options.levers)
+        runpy.run_path(str(BENCH_DIR / "levers" / "sitecustomize.py"))
     report = run(options)
     print()
     print(render_markdown(report), end="")

@@ -133,3 +133,37 @@ def test_cached_action_result_validation_accepts_and_rejects_like_rasa():
     assert action._validate_action_result(good) is True
     with pytest.raises(ValidationError, match="Failed to validate Action server response"):
         action._validate_action_result({"events": [{"event": "slot", "name": 3}], "responses": "nope"})
+
+
+def test_sqlite_tracker_store_gets_a_pool_and_others_are_untouched():
+    from sqlalchemy.pool import QueuePool
+
+    from bot.integrations.rasa_speedups import sqlite_pool_kwargs
+
+    assert sqlite_pool_kwargs("sqlite:////tmp/guichet.db")["poolclass"] is QueuePool
+    assert sqlite_pool_kwargs("sqlite://") == {}
+    assert sqlite_pool_kwargs("postgresql+psycopg2://u:p@localhost/db") == {}
+
+
+def test_shape_memo_never_accepts_what_the_validator_rejects():
+    from jsonschema import ValidationError
+    from rasa.core.actions.action import RemoteAction
+
+    from bot.integrations import rasa_speedups
+
+    assert rasa_speedups.shape_decides(RemoteAction.action_response_format_spec())
+    assert not rasa_speedups.shape_decides({"type": "string", "maxLength": 3})
+    assert not rasa_speedups.shape_decides({"properties": {"x": {"const": 1}}})
+    rasa_speedups.install()
+    action = RemoteAction("action_create_ticket", None)
+    slot = {"event": "slot", "name": "ticket_service", "value": "voirie", "timestamp": 1.5}
+    assert action._validate_action_result({"events": [slot], "responses": [{"text": "a"}]})
+    assert action._validate_action_result({"events": [dict(slot, value=None)], "responses": [{"text": "b"}]})
+    assert action._validate_action_result({"events": [slot], "responses": [{"text": "c"}]})  # memo hit
+    for bad in ({"events": [dict(slot, name=7)], "responses": [{"text": "a"}]},
+                {"events": [dict(slot, timestamp="now")], "responses": [{"text": "a"}]},
+                {"events": [{"event": "slot", "name": "x", "timestamp": 1.5}], "responses": [{"text": "a"}]},
+                {"events": [dict(slot, event="no_such_event")], "responses": [{"text": "a"}]}):
+        with pytest.raises(ValidationError):
+            action._validate_action_result(bad)
+    assert rasa_speedups.shape(1.0) == rasa_speedups.shape(1) != rasa_speedups.shape(True)
