@@ -157,6 +157,12 @@ def _fmt(value: Any, unit: str = "") -> str:
     return f"{value}{unit}"
 
 
+def _training_notes(run: dict) -> str:
+    notes = [word for word, flag in (("cached", run.get("training_cached")),
+                                     ("side by side", run.get("training_side_by_side"))) if flag]
+    return f" ({', '.join(notes)})" if notes else ""
+
+
 def render_markdown(report: dict) -> str:
     """The short table of a run (also what the README and bench/RESULTS.md show)."""
     runs = report.get("runs", {})
@@ -184,7 +190,7 @@ def render_markdown(report: dict) -> str:
         run = runs[name]
         parse = run.get("parse") or {}
         lines.append(f"| {name} | {_fmt(parse.get('p50_ms'))} | {_fmt(parse.get('p95_ms'))} "
-                     f"| {_fmt(run.get('training_s'))}{'' if not run.get('training_cached') else ' (cached)'} "
+                     f"| {_fmt(run.get('training_s'))}{_training_notes(run)} "
                      f"| {_fmt(run.get('stack_start_s'))} | {_fmt(run.get('model_load_s'))} "
                      f"| {_fmt(run.get('rss_peak_mb', {}).get('rasa'))} | {_fmt(run.get('rss_peak_mb', {}).get('action_server'))} |")
     profiles = {name: runs[name].get("profile") for name in names if runs[name].get("profile")}
@@ -261,34 +267,70 @@ def capped_config(text: str, epochs: int | None) -> str:
     return yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
 
 
-def ensure_model(name: str, config_path: Path, out: Path, epochs: int | None = None,
-                 log=print) -> tuple[Path, float, bool]:
-    """Train (cold: Rasa's component cache off) or reuse the model of this config + data + domain."""
+@dataclass
+class Training:
+    name: str
+    model: Path
+    meta: Path
+    command: list[str] | None = None  # None: reused from the cache
+    log: Path | None = None
+    epochs: int | None = None
+    config_path: Path | None = None
+
+
+def plan_training(name: str, config_path: Path, out: Path, epochs: int | None = None) -> Training:
+    """The model of this config + data + domain: reused when var/bench/models has it, else a cold training."""
     config_text = capped_config(config_path.read_text(encoding="utf-8"), epochs)
     key = fingerprint(config_text, training_inputs())
     models = out / "models"
-    model = models / f"{name}-{key}.tar.gz"
-    meta = models / f"{name}-{key}.json"
-    if model.exists() and meta.exists():
-        return model, json.loads(meta.read_text())["training_s"], True
+    training = Training(name, models / f"{name}-{key}.tar.gz", models / f"{name}-{key}.json",
+                        epochs=epochs, config_path=config_path)
+    if training.model.exists() and training.meta.exists():
+        return training
     models.mkdir(parents=True, exist_ok=True)
     config_file = models / f"{name}-{key}-config.yml"
     config_file.write_text(config_text, encoding="utf-8")
-    train_log = out / f"train-{name}.log"
-    log(f"[{name}] training (cold, log: {train_log})...")
+    training.log = out / f"train-{name}.log"
+    training.command = [str(Path(sys.executable).parent / "rasa"), "train", "--config", str(config_file),
+                        "--domain", "domain.yml", "--data", "data", "--out", str(models),
+                        "--fixed-model-name", f"{name}-{key}", "--force"]
+    return training
+
+
+def train_all(trainings: Sequence[Training], log=print) -> dict[str, tuple[Path, float, bool]]:
+    """Run the needed trainings side by side (Rasa's component cache off: cold figures)."""
     env = dict(os.environ, RASA_MAX_CACHE_SIZE="0", TF_CPP_MIN_LOG_LEVEL="3", SQLALCHEMY_SILENCE_UBER_WARNING="1")
-    command = [str(Path(sys.executable).parent / "rasa"), "train", "--config", str(config_file),
-               "--domain", "domain.yml", "--data", "data", "--out", str(models),
-               "--fixed-model-name", f"{name}-{key}", "--force"]
-    started = time.monotonic()
-    with train_log.open("wb") as handle:
-        code = subprocess.call(command, cwd=PROJECT_ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    seconds = round(time.monotonic() - started, 1)
-    if code != 0 or not model.exists():
-        raise RuntimeError(f"training {name} failed (code {code}); see {train_log}")
-    meta.write_text(json.dumps({"training_s": seconds, "epochs_cap": epochs, "config": str(config_path)}))
-    log(f"[{name}] trained in {seconds:.0f} s")
-    return model, seconds, False
+    running = {}
+    for training in trainings:
+        if training.command:
+            log(f"[{training.name}] training (cold, log: {training.log})...")
+            handle = training.log.open("wb")
+            running[training.name] = (subprocess.Popen(training.command, cwd=PROJECT_ROOT, env=env, stdout=handle,
+                                                       stderr=subprocess.STDOUT), handle, time.monotonic())
+    side_by_side = len(running) > 1
+    for name, (process, handle, started) in running.items():
+        code = process.wait()
+        handle.close()
+        training = next(t for t in trainings if t.name == name)
+        seconds = round(time.monotonic() - started, 1)
+        if code != 0 or not training.model.exists():
+            raise RuntimeError(f"training {name} failed (code {code}); see {training.log}")
+        training.meta.write_text(json.dumps({"training_s": seconds, "epochs_cap": training.epochs,
+                                             "config": str(training.config_path), "side_by_side": side_by_side}))
+        log(f"[{name}] trained in {seconds:.0f} s{' (side by side with the other training)' if side_by_side else ''}")
+    results = {}
+    for training in trainings:
+        meta = json.loads(training.meta.read_text())
+        results[training.name] = (training.model, meta["training_s"], training.name not in running,
+                                  bool(meta.get("side_by_side")))
+    return results
+
+
+def ensure_model(name: str, config_path: Path, out: Path, epochs: int | None = None,
+                 log=print) -> tuple[Path, float, bool]:
+    """Train (cold) or reuse one model; returns (model, training seconds, reused)."""
+    model, seconds, cached, _ = train_all([plan_training(name, config_path, out, epochs)], log)[name]
+    return model, seconds, cached
 
 
 # --- load -------------------------------------------------------------------------------------
@@ -482,8 +524,8 @@ def profile_in_process(model: Path, stack: Any, endpoints_file: Path, plan: Sequ
 class Options:
     levels: tuple[int, ...] = DEFAULT_LEVELS
     messages: int = 0  # per level; 0: a default that grows with the concurrency
-    parse_samples: int = 150
-    profile_messages: int = 60
+    parse_samples: int = 120
+    profile_messages: int = 50
     out: Path = DEFAULT_OUT
     stock: bool = True
     stock_epochs: int | None = DEFAULT_STOCK_EPOCHS
@@ -494,7 +536,7 @@ class Options:
 
 
 def messages_for(level: int, options: Options) -> int:
-    return options.messages or min(480, max(60, 30 * level))
+    return options.messages or min(320, max(60, 20 * level))
 
 
 STOCK_BROKER = "bot.integrations.rasa_broker.TranscriptBroker"  # the transcript broker without our Rasa speed-ups
@@ -588,14 +630,16 @@ def run(options: Options, log=print) -> dict:
                     "stock_epochs": options.stock_epochs, "tracker": options.tracker, "levers": list(options.levers)},
         "runs": {},
     }
-    models = {"ours": ensure_model("ours", PROJECT_ROOT / "config.yml", options.out, None, log)}
+    trainings = [plan_training("ours", PROJECT_ROOT / "config.yml", options.out, None)]
     if options.stock:
-        models["stock"] = ensure_model("stock", STOCK_CONFIG, options.out, options.stock_epochs, log)
+        trainings.append(plan_training("stock", STOCK_CONFIG, options.out, options.stock_epochs))
+    # A first run trains both side by side (2 cores: the 15-minute budget); later runs reuse them.
+    models = train_all(trainings, log)
     # Stock first: its in-process profile must run before our speed-ups get installed in this process.
     for name in sorted(models, key=lambda n: n != "stock"):
-        model, training_s, cached = models[name]
+        model, training_s, cached, side_by_side = models[name]
         result = bench_model(name, model, options, corpus, log)
-        result.update(training_s=training_s, training_cached=cached)
+        result.update(training_s=training_s, training_cached=cached, training_side_by_side=side_by_side)
         report["runs"][name] = result
     if "stock" in report["runs"]:
         report["ratios"] = compare(report["runs"]["ours"], report["runs"]["stock"])
@@ -634,12 +678,12 @@ def parse_levels(text: str) -> tuple[int, ...]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--levels", default=",".join(map(str, DEFAULT_LEVELS)), help="concurrent conversations, e.g. 1,8,32")
-    parser.add_argument("--messages", type=int, default=0, help="messages per level (default: 30 x level, 60..480)")
+    parser.add_argument("--messages", type=int, default=0, help="messages per level (default: 20 x level, 60..320)")
     parser.add_argument("--no-stock", action="store_true", help="only our model (no stock anchor)")
     parser.add_argument("--stock-epochs", type=int, default=DEFAULT_STOCK_EPOCHS,
                         help="epoch cap of the stock anchor's DIET/TED/UnexpecTED/ResponseSelector (0: Rasa's 100)")
     parser.add_argument("--tracker", choices=("sql", "memory"), default="sql", help="tracker store (lever)")
-    parser.add_argument("--parse-samples", type=int, default=150, help="/model/parse requests")
+    parser.add_argument("--parse-samples", type=int, default=120, help="/model/parse requests")
     parser.add_argument("--no-profile", action="store_true", help="skip the in-process profile")
     parser.add_argument("--lever", action="append", default=[], choices=("sqlite-pool", "sqlite-normal"),
                         help="bench-only experiment in the servers (bench/levers/sitecustomize.py); repeatable")

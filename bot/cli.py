@@ -557,7 +557,7 @@ def stats(days: int = typer.Option(30, min=1, max=3650, help="Période, en jours
 @app.command()
 def bench(
     levels: str = typer.Option("1,8,32", help="Conversations simultanées, ex. 1,8,32."),
-    messages: int = typer.Option(0, help="Messages par niveau (défaut : 30 × niveau, de 60 à 480)."),
+    messages: int = typer.Option(0, help="Messages par niveau (défaut : 20 × niveau, de 60 à 320)."),
     stock: bool = typer.Option(True, help="Comparer avec Rasa d'origine (configuration par défaut)."),
     stock_epochs: int = typer.Option(3, help="Plafond d'époques du modèle d'origine (0 : les 100 de Rasa)."),
 ) -> None:
