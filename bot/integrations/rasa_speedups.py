@@ -32,6 +32,9 @@ def install() -> None:
     global _installed
     if _installed:
         return
+    from bot.integrations import action_client
+
+    action_client.install()  # retries + a concurrency cap on calls to the action server
     from jsonschema import exceptions, validators
     from rasa.core.actions.action import RemoteAction
     from rasa.shared.constants import DOCS_BASE_URL
