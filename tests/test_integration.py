@@ -71,9 +71,10 @@ def test_handoff_silences_the_bot_until_the_ticket_is_closed(stack, sender, tick
     assert ticket.kind == "handoff" and ticket.queue == "cm" and any(ticket.reference in r for r in replies)
 
     assert say(stack, sender, "allô ? vous êtes là ?") == []
+    assert say(stack, sender, "/restart") == []  # words on this channel too: the hand-off holds
     assert say(stack, sender, "la piscine est ouverte le dimanche ?") == []
     recorded = [m.text for m in tickets.transcript(ticket.id) if m.author == "citizen"]
-    assert recorded[-2:] == ["allô ? vous êtes là ?", "la piscine est ouverte le dimanche ?"]
+    assert recorded[-3:] == ["allô ? vous êtes là ?", "restart", "la piscine est ouverte le dimanche ?"]
 
     desk.take(CM, ticket.reference)
     desk.reply(CM, ticket.reference, "Bonjour, je suis Camille, je regarde votre demande.")

@@ -128,6 +128,25 @@ def parse_body(raw: bytes) -> tuple[str, Any, Optional[dict], Any, Optional[str]
     return sender, message, metadata, client_id, gateway if gateway in GATEWAY_CHANNELS else None
 
 
+class PlainRestInput(RestInput):
+    """Rasa's plain REST channel (``/webhooks/rest/webhook``, kept for benchmarks and simple clients),
+    with one safety fix: a citizen's "/restart" is the text "restart", never Rasa's intent."""
+
+    _allowed: Optional[frozenset] = None
+
+    @classmethod
+    def name(cls) -> Text:
+        return "rest"
+
+    def _extract_message(self, req: Request) -> Optional[Text]:
+        text = super()._extract_message(req)
+        if not isinstance(text, str):
+            return text
+        if PlainRestInput._allowed is None:
+            PlainRestInput._allowed = allowed_payloads()
+        return neutralise_command(text, PlainRestInput._allowed) or "bonjour"
+
+
 class GuichetRestInput(RestInput):
     @classmethod
     def name(cls) -> Text:
