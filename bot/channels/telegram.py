@@ -2,12 +2,13 @@
 
 How it fits together:
 
-- Citizen messages (private chats only) go to the Rasa server's REST channel
-  ``{rasa_url}/webhooks/rest/webhook`` with ``sender = "telegram-<chat id>"`` (the conversation id
-  used by the tickets, the transcript and the relay), ``input_channel = "telegram"`` (so tickets
-  made by the action server carry the channel ``telegram``) and ``metadata.citizen_name``.
-  Rasa's replies come back as Telegram messages (split under 4,096 characters); buttons become
-  an inline keyboard whose presses are sent back to Rasa as the button's payload.
+- Citizen messages (private chats only) go to our hardened REST channel
+  ``{rasa_url}/webhooks/guichet/webhook`` (``bot/channels/rest.py``: bad input, flood guard, slash
+  commands as words, technical-problem answer) with ``sender = "telegram-<chat id>"`` (the
+  conversation id used by the tickets, the transcript and the relay), ``input_channel = "telegram"``
+  (so tickets carry the channel ``telegram``), ``message_id = "update-<update id>"`` (idempotent)
+  and ``metadata.citizen_name``. Rasa's replies come back as Telegram messages (split under 4,096
+  characters); buttons become an inline keyboard whose presses are sent back as the button's payload.
 - During an open hand-off nothing goes to Rasa: the message is recorded on the hand-off ticket
   (``bot.transcript.record_citizen_message``) and a line is posted to the CM group.
 - Photos: recorded as a transcript line ``[photo] <file id> <caption>``; attached to the latest
@@ -18,8 +19,9 @@ How it fits together:
   which answers the assistant's "où exactement ?".
 - Stickers, voice, documents...: a short French answer saying what the bot handles. Edited
   messages are ignored; an update id seen before is ignored (bounded memory of recent ids).
-- Rasa or the action server down (connection error, timeout, 5xx, or an empty answer outside
-  a hand-off): the citizen gets the "souci technique" answer and the message is recorded.
+- Rasa down (connection error, timeout, 5xx): the citizen gets the "souci technique" answer and
+  the message is recorded (spooled if the database is down too); the action server down: the
+  channel's own "souci technique" answer is relayed.
 - Staff relay: a deliverer for the channel ``telegram`` is registered in ``bot.relay``; a
   background task also delivers pending outbox rows of Telegram conversations (channel
   ``telegram`` or conversation id ``telegram-...``) written by other processes (web UI, CLI).
