@@ -83,7 +83,8 @@ def start_action_server(port: int, env: dict, log: Path) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
         [str(BIN / "python"), "-m", "rasa_sdk", "--actions", "actions", "--port", str(port)],
-        cwd=PROJECT_ROOT, env={**env, "SANIC_HOST": "127.0.0.1"},  # rasa_sdk binds 0.0.0.0 otherwise stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        cwd=PROJECT_ROOT, env={**env, "SANIC_HOST": "127.0.0.1"},  # rasa_sdk binds 0.0.0.0 otherwise
+        stdout=log.open("ab"), stderr=subprocess.STDOUT,
     )
     wait_http(f"http://127.0.0.1:{port}/health", process, 60, log)
     return process
