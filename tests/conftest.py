@@ -13,6 +13,13 @@ REFERENCE = ROOT.parent / "shared" / "reference"
 os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+# Property tests draw the same examples on every run (a CI run must not fail by luck); set
+# GUICHET_HYPOTHESIS_RANDOM=1 to explore new ones locally.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("guichet", derandomize=os.environ.get("GUICHET_HYPOTHESIS_RANDOM") != "1")
+_hypothesis_settings.load_profile("guichet")
+
 
 @pytest.fixture
 def database_url(tmp_path) -> str:
