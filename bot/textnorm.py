@@ -24,3 +24,14 @@ def clean_citizen_text(text: str | None, limit: int = 4000) -> str:
     if not text.replace("\u200d", "").strip():  # nothing visible (a lone emoji joiner is not a message)
         return ""
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def command_as_words(text: str, allowed: frozenset[str] = frozenset()) -> str:
+    """A citizen's "/restart" is the text "restart": Rasa would read it as its intent (and could end a
+    hand-off). Only the payloads of buttons the bot offers (``allowed``) stay commands; a ``@bot``
+    suffix on the command word (Telegram's "/aide@mairie_bot") is dropped."""
+    stripped = text.lstrip()
+    if not stripped.startswith("/") or text in allowed:
+        return text
+    first, _, rest = stripped.lstrip("/").partition(" ")
+    return f"{first.split('@', 1)[0]} {rest}".strip()

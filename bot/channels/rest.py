@@ -44,7 +44,7 @@ from bot.flood import FloodGuard
 from bot.integrations import reliability
 from bot.integrations.reliability import message_id_for
 from bot.settings import PROJECT_ROOT, get_settings
-from bot.textnorm import clean_citizen_text
+from bot.textnorm import clean_citizen_text, command_as_words
 from bot.tickets import TicketStore
 
 logger = logging.getLogger(__name__)
@@ -73,13 +73,6 @@ def allowed_payloads(domain_path: Path | None = None) -> frozenset[str]:
                 if payload.startswith("/"):
                     payloads.add(payload)
     return frozenset(payloads)
-
-
-def neutralise_command(text: str, allowed: frozenset[str]) -> str:
-    """A citizen's "/restart" is the text "restart": only offered button payloads stay commands."""
-    if not text.startswith("/") or text in allowed:
-        return text
-    return text.lstrip("/").strip()
 
 
 class BadRequest(Exception):
@@ -144,7 +137,7 @@ class PlainRestInput(RestInput):
             return text
         if PlainRestInput._allowed is None:
             PlainRestInput._allowed = allowed_payloads()
-        return neutralise_command(text, PlainRestInput._allowed) or "bonjour"
+        return command_as_words(text, PlainRestInput._allowed) or "bonjour"
 
 
 class GuichetRestInput(RestInput):
@@ -234,7 +227,7 @@ class GuichetRestInput(RestInput):
                 sender, message, metadata, client_id, gateway = parse_body(request.body)
             except BadRequest as error:
                 return response.json([{"recipient_id": None, "text": texts.render(f"channel.{error.key}")}], status=400)
-            text = neutralise_command(clean_citizen_text(message, MAX_TEXT), allowed)
+            text = command_as_words(clean_citizen_text(message, MAX_TEXT), allowed)
             if not text:
                 return response.json([say(sender, "channel.empty_message")])
             message_id = message_id_for(sender, client_id)

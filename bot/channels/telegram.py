@@ -84,6 +84,7 @@ from bot.privacy import log_ref
 from bot.models import CLOSED_STATUSES, Outbox, Ticket, utcnow
 from bot.staff import DeskError, StaffDesk
 from bot.tickets import HANDOFF, TicketStore, parse_reference
+from bot.textnorm import command_as_words
 from bot.transcript import record_citizen_message
 
 logger = logging.getLogger(__name__)
@@ -168,21 +169,6 @@ def split_text(text: str, limit: int = MAX_TEXT - 96) -> list[str]:
     if text or not chunks:
         chunks.append(text)
     return chunks
-
-
-def as_citizen_text(text: str) -> str:
-    """A citizen's text never reaches Rasa as a command: ``/restart`` would un-pause a hand-off.
-
-    Rasa reads any message starting with ``/`` as an intent (``/restart``, ``/session_start``,
-    ``/handoff_human{...}``); the slashes (and a ``@bot`` suffix on the command word) are dropped so
-    the words are understood as words.
-    """
-    stripped = text.lstrip()
-    if not stripped.startswith("/"):
-        return text
-    first, _, rest = stripped.lstrip("/").partition(" ")
-    first = first.split("@", 1)[0]
-    return f"{first} {rest}".strip() or "bonjour"
 
 
 def _seconds(value: Any) -> float:
@@ -342,7 +328,7 @@ class Gateway:
 
         ``button_payload``: ``text`` is the payload of a button this gateway offered, sent as is.
         """
-        text = text if button_payload else as_citizen_text(text)
+        text = text if button_payload else command_as_words(text) or "bonjour"
         chat_id = chat_id if chat_id is not None else update.effective_chat.id
         user = user or update.effective_user
         name = (user.first_name if user else None) or None
