@@ -124,12 +124,21 @@ def body(driver) -> str:
 
 def click_and_wait(driver, element) -> None:
     """Click a link or a submit button and wait until the next page (after any redirect) is loaded."""
-    from selenium.webdriver.support import expected_conditions
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.wait import WebDriverWait
+
+    def old_page_gone(_driver) -> bool:
+        # Chromium may answer "Node with given id does not belong to the document" instead of a
+        # stale-element error while the next page replaces the old one: both mean it is gone.
+        try:
+            old_page.is_enabled()
+            return False
+        except WebDriverException:
+            return True
 
     old_page = css(driver, "html")
     element.click()
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(old_page))
+    WebDriverWait(driver, 30).until(old_page_gone)
     WebDriverWait(driver, 30).until(
         lambda d: d.execute_script("return document.readyState") == "complete")
 
