@@ -456,6 +456,7 @@ async def _profile(model: Path, stack: Any, endpoints_file: Path, plan: Sequence
     from rasa.core.utils import AvailableEndpoints
 
     from bot.integrations.rasa_broker import TranscriptBroker
+    from bot.integrations.tracker_store import GuichetSQLTrackerStore
 
     endpoints = AvailableEndpoints.read_endpoints(str(endpoints_file))
     started = time.perf_counter()
@@ -478,10 +479,12 @@ async def _profile(model: Path, stack: Any, endpoints_file: Path, plan: Sequence
             per_action.setdefault(action.name(), []).append(time.perf_counter() - begin)
 
     RemoteAction.run = run_and_count
-    for attribute in ("retrieve", "save", "retrieve_full_tracker"):
-        if hasattr(SQLTrackerStore, attribute):
-            timers.wrap_async(SQLTrackerStore, attribute, PROFILE_PARTS[3])
+    for store_class in (SQLTrackerStore, GuichetSQLTrackerStore):  # ours overrides them
+        for attribute in ("retrieve", "save", "retrieve_full_tracker"):
+            if attribute in vars(store_class):
+                timers.wrap_async(store_class, attribute, PROFILE_PARTS[3])
     timers.wrap_sync(TranscriptBroker, "publish", PROFILE_PARTS[4])
+    timers.wrap_sync(TranscriptBroker, "publish_batch", PROFILE_PARTS[4])
 
     for conversation in plan[:3]:  # warm-up (first predictions build TensorFlow graphs)
         sender = f"bench-profile-warm-{uuid.uuid4().hex[:8]}"
@@ -544,7 +547,8 @@ STOCK_BROKER = "bot.integrations.rasa_broker.TranscriptBroker"  # the transcript
 
 @contextmanager
 def stock_rasa_endpoints() -> Iterator[None]:
-    """The stock anchor runs Rasa as shipped: same broker, tracker store and action server, no speed-ups."""
+    """The stock anchor runs Rasa as shipped: Rasa's SQL tracker store on the same database, the plain
+    transcript broker (one transaction per message), the same action server, no speed-ups."""
     from bot import stack
 
     original = stack.write_endpoints
@@ -553,6 +557,8 @@ def stock_rasa_endpoints() -> Iterator[None]:
         original(path, *args, **kwargs)
         endpoints = yaml.safe_load(path.read_text(encoding="utf-8"))
         endpoints["event_broker"]["type"] = STOCK_BROKER
+        if "tracker_store" in endpoints:  # Rasa's own SQL tracker store (ours caches conversations)
+            endpoints["tracker_store"]["type"] = "SQL"
         path.write_text(yaml.safe_dump(endpoints, sort_keys=False), encoding="utf-8")
         return path
 

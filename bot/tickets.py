@@ -66,6 +66,28 @@ def parse_staff_reference(text: str | None) -> tuple[int | None, int] | None:
     return (int(match.group(1)) if match.group(1) else None), int(match.group(2))
 
 
+def open_handoff_query(conversation_id: str):
+    """The conversation's open hand-off ticket (the latest)."""
+    return (select(Ticket).where(Ticket.conversation_id == conversation_id, Ticket.kind == HANDOFF,
+                                 Ticket.status.notin_(CLOSED_STATUSES))
+            .order_by(Ticket.id.desc()).limit(1))
+
+
+def source_message_query(source_message_id: str):
+    """The ticket made from one citizen message."""
+    return select(Ticket).where(Ticket.source_message_id == source_message_id)
+
+
+def new_message(conversation_id: str, channel: str, author: str, text: str, *, ticket_id: int | None = None,
+                external_id: str | None = None, author_name: str | None = None, private: bool = False,
+                now: dt.datetime | None = None) -> Message:
+    """A transcript line, checked and cleaned for storage (not yet added to a session)."""
+    return Message(conversation_id=_conversation_id(conversation_id), channel=channel, author=author,
+                   text=storable(text) or "", ticket_id=ticket_id, external_id=storable(external_id),
+                   author_name=storable(author_name)[:MAX_NAME] if author_name else None,
+                   private=private, created_at=to_naive_utc(now) or utcnow())
+
+
 @dataclass(frozen=True)
 class NewTicket:
     kind: str
@@ -165,9 +187,7 @@ class TicketStore:
 
     def by_source_message(self, source_message_id: str) -> Ticket | None:
         with self.session() as session:
-            return session.execute(
-                select(Ticket).where(Ticket.source_message_id == source_message_id)
-            ).scalar_one_or_none()
+            return session.execute(source_message_query(source_message_id)).scalar_one_or_none()
 
     def for_conversation(self, conversation_id: str, limit: int = 20) -> list[Ticket]:
         with self.session() as session:
@@ -179,11 +199,7 @@ class TicketStore:
     def open_handoff(self, conversation_id: str) -> Ticket | None:
         """The conversation's open hand-off ticket: while it exists, the bot stays silent."""
         with self.session() as session:
-            return session.execute(
-                select(Ticket).where(Ticket.conversation_id == conversation_id, Ticket.kind == HANDOFF,
-                                     Ticket.status.notin_(CLOSED_STATUSES))
-                .order_by(Ticket.id.desc()).limit(1)
-            ).scalar_one_or_none()
+            return session.execute(open_handoff_query(conversation_id)).scalar_one_or_none()
 
     def citizen_lookup(self, conversation_id: str, text: str) -> tuple[str | None, list[Ticket]]:
         """Status lookup for a citizen: only their own conversation's tickets are ever returned.
@@ -217,10 +233,8 @@ class TicketStore:
                     author_name: str | None = None, private: bool = False,
                     now: dt.datetime | None = None) -> Message:
         with self.session() as session:
-            message = Message(conversation_id=_conversation_id(conversation_id), channel=channel, author=author,
-                              text=storable(text) or "", ticket_id=ticket_id, external_id=storable(external_id),
-                              author_name=storable(author_name)[:MAX_NAME] if author_name else None,
-                              private=private, created_at=to_naive_utc(now) or utcnow())
+            message = new_message(conversation_id, channel, author, text, ticket_id=ticket_id, external_id=external_id,
+                                  author_name=author_name, private=private, now=now)
             session.add(message)
             session.commit()
             return message

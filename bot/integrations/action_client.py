@@ -13,6 +13,10 @@ the citizen gets the "souci technique" apology for a step that never ran. Two ch
 - **At most ``MAX_CONCURRENT`` calls in flight** from one Rasa server (``GUICHET_ACTION_CONCURRENCY``,
   default 16): beyond that, calls wait their turn instead of piling hundreds of connections on the
   action server at once.
+- **One HTTP session, kept alive**: Rasa opens a new ``aiohttp.ClientSession`` (so a new TCP
+  connection) for every action call, two or three times a citizen message. The action endpoint
+  now gets one session per event loop whose connections are reused; a connection the action
+  server closed meanwhile is a connection-level error, retried as above.
 """
 from __future__ import annotations
 
@@ -39,10 +43,23 @@ def install() -> None:
     from rasa.utils.endpoints import EndpointConfig
 
     original = EndpointConfig.request
+    original_session = EndpointConfig.session
+    sessions: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict]" = weakref.WeakKeyDictionary()
+
+    def session(self: EndpointConfig) -> Any:
+        if not _is_action_server(self):
+            return original_session(self)
+        loop = asyncio.get_running_loop()
+        per_loop = sessions.setdefault(loop, {})
+        key = (self.url, repr(self.headers), repr(self.basic_auth))
+        shared = per_loop.get(key)
+        if shared is None or shared.closed:
+            shared = per_loop[key] = original_session(self)
+        return _Borrowed(shared)
     semaphores: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]" = weakref.WeakKeyDictionary()
 
     async def request(self: EndpointConfig, *args: Any, **kwargs: Any) -> Any:
-        if not str(self.url or "").rstrip("/").endswith("/webhook"):  # not the action server
+        if not _is_action_server(self):
             return await original(self, *args, **kwargs)
         loop = asyncio.get_running_loop()
         semaphore = semaphores.get(loop)
@@ -62,4 +79,22 @@ def install() -> None:
                 await asyncio.sleep(BACKOFF[attempt - 1])
 
     EndpointConfig.request = request
+    EndpointConfig.session = session
     _installed = True
+
+
+def _is_action_server(endpoint: Any) -> bool:
+    return str(endpoint.url or "").rstrip("/").endswith("/webhook")
+
+
+class _Borrowed:
+    """``async with`` a shared session without closing it at the end (Rasa's ``request`` does)."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+
+    async def __aenter__(self) -> Any:
+        return self.session
+
+    async def __aexit__(self, *exc: Any) -> None:
+        return None

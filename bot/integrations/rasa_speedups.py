@@ -19,7 +19,7 @@ names :class:`TranscriptBroker` below, which is the transcript broker of
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Optional, Text
+from typing import Any, Dict, List, Optional, Text, Tuple
 
 from bot.integrations import rasa_broker
 
@@ -72,7 +72,169 @@ def install() -> None:
         return
     RemoteAction._validate_action_result = _validate_action_result
     _pool_sqlite_tracker_store()
+    _event_classes_by_name()
+    _contiguous_intent_weights()
+    _sequential_graph_runner()
+    _memoized_rule_matching()
+    _admission_limit()
     _installed = True
+
+
+ADMISSION_DEFAULT = 0
+
+
+def _admission_limit() -> None:
+    """At most N messages processed at once by this Rasa server (``GUICHET_RASA_CONCURRENCY``; 0: no
+    limit); the others wait their turn, first come first served. One event loop shares its core
+    between every message in progress: with many in progress, a message that needs several steps
+    (a report: understanding, form, ticket) waits behind all the others at each step, and the slow
+    tail grows. A few at once still overlap one message's wait for the action server with another's
+    work."""
+    import asyncio
+    import os
+    import weakref
+
+    from rasa.core.processor import MessageProcessor
+
+    try:
+        limit = int(os.environ.get("GUICHET_RASA_CONCURRENCY", ADMISSION_DEFAULT))
+    except ValueError:
+        limit = ADMISSION_DEFAULT
+    if limit <= 0:
+        return
+    original = MessageProcessor.handle_message
+    gates: "weakref.WeakKeyDictionary[Any, asyncio.Semaphore]" = weakref.WeakKeyDictionary()
+
+    async def handle_message(self: MessageProcessor, message: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        gate = gates.get(loop)
+        if gate is None:
+            gate = gates[loop] = asyncio.Semaphore(limit)
+        async with gate:
+            return await original(self, message)
+
+    MessageProcessor.handle_message = handle_message
+
+
+def _sequential_graph_runner() -> None:
+    """Rasa runs its model graph (NLU pipeline, policies) through ``dask.get`` for every message and
+    every prediction: dask rebuilds the task graph, orders it and schedules it each time, ~2 ms of
+    bookkeeping a message for a dozen small steps that run one after the other anyway. The same
+    nodes now run in a topological order computed once per set of targets; each node gets the same
+    arguments, in the same order, as under dask."""
+    from rasa.engine.exceptions import GraphRunError
+    from rasa.engine.runner.dask import DaskGraphRunner
+
+    def run(self: DaskGraphRunner, inputs: Optional[Dict[Text, Any]] = None,
+            targets: Optional[List[Text]] = None) -> Dict[Text, Any]:
+        run_targets = list(targets if targets else self._graph_schema.target_names)
+        plans = self.__dict__.setdefault("_guichet_plans", {})
+        plan = plans.get(tuple(run_targets))
+        if plan is None:
+            plan = plans[tuple(run_targets)] = execution_plan(self._graph_schema.minimal_graph_schema(run_targets))
+        values: Dict[Text, Any] = {}
+        for name, value in (inputs or {}).items():
+            if isinstance(value, str) and value in self._graph_schema.nodes:
+                raise GraphRunError(f"Input value '{value}' clashes with a node name. Make sure that none of the "
+                                    f"input names passed to the `run` method are the same as node names in the "
+                                    f"graph schema.")
+            values[name] = (name, value)
+        for name, needs in plan:
+            values[name] = self._instantiated_nodes[name](*(values[need] for need in needs))
+        return dict(values[target] for target in run_targets)
+
+    DaskGraphRunner.run = run
+
+
+def execution_plan(schema: Any) -> List[Tuple[Text, Tuple[Text, ...]]]:
+    """Nodes of a graph schema in an order where each comes after those it needs (depth first)."""
+    plan: List[Tuple[Text, Tuple[Text, ...]]] = []
+    done: set = set()
+
+    def visit(name: Text, path: Tuple[Text, ...] = ()) -> None:
+        if name in done or name not in schema.nodes:  # an input, or already planned
+            return
+        if name in path:
+            raise ValueError(f"cycle in the model graph at {name}")
+        needs = tuple(schema.nodes[name].needs.values())
+        for need in needs:
+            visit(need, path + (name,))
+        done.add(name)
+        plan.append((name, needs))
+
+    for name in schema.nodes:
+        visit(name)
+    return plan
+
+
+def _memoized_rule_matching() -> None:
+    """``RulePolicy._get_possible_keys`` tests every rule against the conversation's recent states,
+    two or three times a message (~2 ms). Its answer depends only on the rule table (fixed once the
+    model is loaded) and those states, so it is remembered per (table, states)."""
+    import json
+
+    from rasa.core.policies.rule_policy import RulePolicy
+
+    original = RulePolicy._get_possible_keys
+
+    def _get_possible_keys(self: RulePolicy, lookup: Dict[Text, Text], states: List[Any]) -> set:
+        memo = self.__dict__.setdefault("_guichet_rule_memo", {})
+        try:
+            key = (id(lookup), json.dumps(states, sort_keys=True, default=repr))
+        except (TypeError, ValueError):
+            return original(self, lookup, states)
+        found = memo.get(key)
+        if found is None:
+            if len(memo) > 20_000:
+                memo.clear()
+            found = memo[key] = frozenset(original(self, lookup, states))
+        return set(found)
+
+    _get_possible_keys.__wrapped__ = original
+    RulePolicy._get_possible_keys = _get_possible_keys
+
+
+def _event_classes_by_name() -> None:
+    """``Event.resolve_by_type`` walks every subclass of ``Event`` (and asks ``inspect`` about each)
+    for every event it reads back: ~75 class visits an event, a few hundred events a message. The
+    classes do not change once Rasa is imported, so the name -> class table is built once (on the
+    first call, after every module has registered its events); unknown names go the original way."""
+    from rasa.shared.core.events import Event
+
+    original = Event.resolve_by_type
+    table: Dict[Text, Any] = {}
+
+    def resolve_by_type(type_name: Text, default: Optional[Any] = None) -> Optional[Any]:
+        if not table:
+            from rasa.shared.utils.common import all_subclasses
+
+            for cls in all_subclasses(Event):  # first match wins, as in the original loop
+                table.setdefault(cls.type_name, cls)
+        found = table.get(type_name)
+        return found if found is not None else original(type_name, default)
+
+    Event.resolve_by_type = staticmethod(resolve_by_type)
+
+
+def _contiguous_intent_weights() -> None:
+    """The intent classifier multiplies the message's sparse features by ``coef_.T``. scikit-learn
+    stores ``coef_`` row-major, so its transpose is not contiguous and SciPy copies the whole
+    weight matrix (features x intents) on every prediction: ~1.5 ms, twice a message (probabilities
+    and best intent). Stored column-major once at load, the transpose is contiguous and nothing is
+    copied. Same numbers, same order of additions: the same probabilities to the last bit."""
+    import numpy as np
+    from rasa.nlu.classifiers.logistic_regression_classifier import LogisticRegressionClassifier
+
+    original = LogisticRegressionClassifier.load.__func__
+
+    def load(cls, *args: Any, **kwargs: Any) -> Any:
+        component = original(cls, *args, **kwargs)
+        clf = getattr(component, "clf", None)
+        if getattr(clf, "coef_", None) is not None:
+            clf.coef_ = np.asfortranarray(clf.coef_)
+        return component
+
+    LogisticRegressionClassifier.load = classmethod(load)
 
 
 SHAPE_KEYWORDS = {"type", "properties", "items", "required", "oneOf", "const", "patternProperties"}
