@@ -66,7 +66,9 @@ class Assistant:
 
     # --- plain answers --------------------------------------------------------------------------
     def _say(self, key: str, now: dt.datetime, **context) -> str:
-        return self.replies.render(key, when=self.hours.when_read(now), now=now, **context)
+        if self.replies.uses(key, "when"):  # when a person will read it: only for the replies that say so
+            context["when"] = self.hours.when_read(now)
+        return self.replies.render(key, now=now, **context)
 
     def smalltalk(self, intent: str, now: dt.datetime) -> Reply:
         key = intent if intent in SMALLTALK else "greet"

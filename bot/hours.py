@@ -90,9 +90,9 @@ class StaffHours:
         "lundi matin", "lundi 28 décembre au matin".
         """
         local = self.local(moment)
-        if self.is_open(local):
+        opening, closing = self.rules.next(local)  # the current or next staff period
+        if opening <= local < closing:
             return "dans les meilleurs délais"
-        opening = self.next_opening(local)
         part = "matin" if opening.hour < 12 else "après-midi"
         days_ahead = (opening.date() - local.date()).days
         if days_ahead == 0:

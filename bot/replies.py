@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from jinja2 import Environment, StrictUndefined
+from jinja2 import Environment, StrictUndefined, Template, meta
 
 if TYPE_CHECKING:
     from bot.profile import Profile
@@ -17,6 +17,7 @@ class Replies:
         self._templates = templates
         self._env = Environment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
         self._base = base_context
+        self._compiled: dict[str, tuple[Template, frozenset[str]]] = {}
 
     def has(self, key: str) -> bool:
         try:
@@ -35,8 +36,21 @@ class Replies:
             raise KeyError(f"reply {key!r} is not a template")
         return node
 
+    def _template(self, key: str) -> tuple[Template, frozenset[str]]:
+        """The compiled template and the names it uses (compiled once: ~0.6 ms a reply otherwise)."""
+        found = self._compiled.get(key)
+        if found is None:
+            source = self._lookup(key)
+            names = frozenset(meta.find_undeclared_variables(self._env.parse(source)))
+            found = self._compiled[key] = (self._env.from_string(source), names)
+        return found
+
+    def uses(self, key: str, name: str) -> bool:
+        """Whether the reply ``key`` mentions ``name`` (so a costly value is computed only when shown)."""
+        return name in self._template(key)[1]
+
     def render(self, key: str, **context: Any) -> str:
-        template = self._env.from_string(self._lookup(key))
+        template = self._template(key)[0]
         text = template.render(**{**self._base, **context})
         return " ".join(text.split())
 

@@ -15,6 +15,14 @@ names :class:`TranscriptBroker` below, which is the transcript broker of
   NullPool: every load and save of a conversation opened a connection, ran the WAL pragma and
   closed it again (the close of the last connection also checkpoints the WAL). PostgreSQL
   already gets Rasa's pool (SQL_POOL_SIZE); nothing else changes (same file, same journal mode).
+- Event classes found by name in a table (``Event.resolve_by_type`` walked every subclass of
+  ``Event`` for each event read back), the intent classifier's weights stored column-major (SciPy
+  copied the whole matrix at every prediction), the model graph run in a precomputed order instead
+  of through dask, and rule matching remembered per conversation state. Each gives Rasa's own
+  result (tests/test_speedups.py).
+
+The tracker store's conversation cache and the one-transaction transcript are in
+``bot/integrations/tracker_store.py`` and ``bot/integrations/rasa_broker.py``.
 """
 from __future__ import annotations
 
@@ -76,44 +84,7 @@ def install() -> None:
     _contiguous_intent_weights()
     _sequential_graph_runner()
     _memoized_rule_matching()
-    _admission_limit()
     _installed = True
-
-
-ADMISSION_DEFAULT = 0
-
-
-def _admission_limit() -> None:
-    """At most N messages processed at once by this Rasa server (``GUICHET_RASA_CONCURRENCY``; 0: no
-    limit); the others wait their turn, first come first served. One event loop shares its core
-    between every message in progress: with many in progress, a message that needs several steps
-    (a report: understanding, form, ticket) waits behind all the others at each step, and the slow
-    tail grows. A few at once still overlap one message's wait for the action server with another's
-    work."""
-    import asyncio
-    import os
-    import weakref
-
-    from rasa.core.processor import MessageProcessor
-
-    try:
-        limit = int(os.environ.get("GUICHET_RASA_CONCURRENCY", ADMISSION_DEFAULT))
-    except ValueError:
-        limit = ADMISSION_DEFAULT
-    if limit <= 0:
-        return
-    original = MessageProcessor.handle_message
-    gates: "weakref.WeakKeyDictionary[Any, asyncio.Semaphore]" = weakref.WeakKeyDictionary()
-
-    async def handle_message(self: MessageProcessor, message: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        gate = gates.get(loop)
-        if gate is None:
-            gate = gates[loop] = asyncio.Semaphore(limit)
-        async with gate:
-            return await original(self, message)
-
-    MessageProcessor.handle_message = handle_message
 
 
 def _sequential_graph_runner() -> None:
