@@ -5,7 +5,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -66,16 +66,11 @@ def parse_staff_reference(text: str | None) -> tuple[int | None, int] | None:
     return (int(match.group(1)) if match.group(1) else None), int(match.group(2))
 
 
-def open_handoff_query(conversation_id: str):
-    """The conversation's open hand-off ticket (the latest)."""
-    return (select(Ticket).where(Ticket.conversation_id == conversation_id, Ticket.kind == HANDOFF,
-                                 Ticket.status.notin_(CLOSED_STATUSES))
-            .order_by(Ticket.id.desc()).limit(1))
-
-
-def source_message_query(source_message_id: str):
-    """The ticket made from one citizen message."""
-    return select(Ticket).where(Ticket.source_message_id == source_message_id)
+# Built once, run with parameters: building a statement costs more than running it on SQLite.
+OPEN_HANDOFF = (select(Ticket).where(Ticket.conversation_id == bindparam("conversation_id"), Ticket.kind == HANDOFF,
+                                     Ticket.status.notin_(CLOSED_STATUSES))
+                .order_by(Ticket.id.desc()).limit(1))  # the conversation's open hand-off ticket (the latest)
+FROM_SOURCE_MESSAGE = select(Ticket).where(Ticket.source_message_id == bindparam("source_message_id"))
 
 
 def new_message(conversation_id: str, channel: str, author: str, text: str, *, ticket_id: int | None = None,
@@ -187,7 +182,7 @@ class TicketStore:
 
     def by_source_message(self, source_message_id: str) -> Ticket | None:
         with self.session() as session:
-            return session.execute(source_message_query(source_message_id)).scalar_one_or_none()
+            return session.execute(FROM_SOURCE_MESSAGE, {"source_message_id": source_message_id}).scalar_one_or_none()
 
     def for_conversation(self, conversation_id: str, limit: int = 20) -> list[Ticket]:
         with self.session() as session:
@@ -199,7 +194,7 @@ class TicketStore:
     def open_handoff(self, conversation_id: str) -> Ticket | None:
         """The conversation's open hand-off ticket: while it exists, the bot stays silent."""
         with self.session() as session:
-            return session.execute(open_handoff_query(conversation_id)).scalar_one_or_none()
+            return session.execute(OPEN_HANDOFF, {"conversation_id": conversation_id}).scalar_one_or_none()
 
     def citizen_lookup(self, conversation_id: str, text: str) -> tuple[str | None, list[Ticket]]:
         """Status lookup for a citizen: only their own conversation's tickets are ever returned.

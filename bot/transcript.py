@@ -5,12 +5,12 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from bot import events
 from bot.models import Message
 from bot.textnorm import clean_citizen_text
-from bot.tickets import TicketStore, new_message, open_handoff_query, source_message_query
+from bot.tickets import FROM_SOURCE_MESSAGE, OPEN_HANDOFF, TicketStore, new_message
 
 
 @dataclass(frozen=True)
@@ -34,14 +34,14 @@ def record_lines(store: TicketStore, conversation_id: str, lines: Sequence[Line]
     stored: list[Message | None] = []
     told: list[tuple] = []
     with store.session() as session:
-        handoff = session.execute(open_handoff_query(conversation_id)).scalar_one_or_none()
+        handoff = session.execute(OPEN_HANDOFF, {"conversation_id": conversation_id}).scalar_one_or_none()
         by_source: dict[str, object] = {}
 
         def made_from(message_id: str | None):
             if not message_id:
                 return None
             if message_id not in by_source:
-                by_source[message_id] = session.execute(source_message_query(message_id)).scalar_one_or_none()
+                by_source[message_id] = session.execute(FROM_SOURCE_MESSAGE, {"source_message_id": message_id}).scalar_one_or_none()
             return by_source[message_id]
 
         for line in lines:
@@ -71,11 +71,13 @@ def record_lines(store: TicketStore, conversation_id: str, lines: Sequence[Line]
     return stored
 
 
+_RECORDED = (select(Message.id).where(Message.conversation_id == bindparam("conversation_id"),
+                                      Message.external_id == bindparam("message_id"), Message.author == "citizen")
+             .limit(1))
+
+
 def _recorded(session, conversation_id: str, message_id: str) -> bool:
-    return session.execute(
-        select(Message.id).where(Message.conversation_id == conversation_id, Message.external_id == message_id,
-                                 Message.author == "citizen").limit(1)
-    ).first() is not None
+    return session.execute(_RECORDED, {"conversation_id": conversation_id, "message_id": message_id}).first() is not None
 
 
 def record_citizen_message(store: TicketStore, conversation_id: str, channel: str, text: str | None,

@@ -86,10 +86,13 @@ class GuichetSQLTrackerStore(SQLTrackerStore):
     def _from_cache(self, sender_id: str) -> Optional[DialogueStateTracker]:
         """A copy of the conversation as we last saved it, if the database still holds exactly that."""
         snapshot = self._cache.get(sender_id)
-        if snapshot is None:
-            return None
         with self.engine.connect() as connection:
             version = self._stored_version(connection, sender_id)
+        if version[0] == 0:  # a new conversation (or erased): nothing to load
+            self._cache.pop(sender_id, None)
+            return _NEW
+        if snapshot is None:
+            return None
         if version != snapshot.version:  # changed behind our back (privacy erase, purge, another server)
             self._cache.pop(sender_id, None)
             return None
@@ -110,6 +113,8 @@ class GuichetSQLTrackerStore(SQLTrackerStore):
     # --- Rasa's interface -------------------------------------------------------------------------
     async def retrieve(self, sender_id: str) -> Optional[DialogueStateTracker]:
         cached = await self._retrying("retrieve", lambda: _now(self._from_cache, sender_id))
+        if cached is _NEW:
+            return None
         if cached is not None:
             return cached
         return await self._retrying("retrieve", lambda: SQLTrackerStore.retrieve(self, sender_id))
@@ -126,9 +131,12 @@ class GuichetSQLTrackerStore(SQLTrackerStore):
             nonlocal new_events, streamed
             with self.engine.begin() as connection:  # one transaction
                 if new_events is None:
-                    if mark is not None and self._stored_version(connection, tracker.sender_id) == mark[1]:
+                    stored = self._stored_version(connection, tracker.sender_id)
+                    if mark is not None and stored == mark[1]:
                         # Loaded from our cache and nobody wrote since: the events after those stored.
                         new_events = list(itertools.islice(tracker.events, mark[0], None))
+                    elif stored[0] == 0:  # a new conversation: every event is new
+                        new_events = list(tracker.events)
                     else:  # as Rasa does: what the database does not hold of the current session
                         with self.session_scope() as session:
                             new_events = list(self._additional_events(session, tracker))
@@ -166,6 +174,7 @@ class GuichetSQLTrackerStore(SQLTrackerStore):
 
 
 Version = Tuple[int, Optional[int]]
+_NEW = object()  # what the cache says of a conversation the database has no event of
 _MARK = "_guichet_stored"  # on a tracker we handed out: (events already stored, the database's version then)
 
 
