@@ -177,6 +177,14 @@ def render_markdown(report: dict) -> str:
         for level, f in runs[name].get("levels", {}).items():
             lines.append(f"| {name} | {level} | {_fmt(f['msg_per_s'])} | {_fmt(f['p50_ms'])} | {_fmt(f['p95_ms'])} "
                          f"| {_fmt(f['p99_ms'])} | {f['errors']} |")
+    if any(f.get("cpu_ms_per_msg") for name in names for f in runs[name].get("levels", {}).values()):
+        lines += ["", "| model | conversations at once | CPU ms a message: Rasa | action server | load generator |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
+        for name in names:
+            for level, f in runs[name].get("levels", {}).items():
+                cpu = f.get("cpu_ms_per_msg") or {}
+                lines.append(f"| {name} | {level} | {_fmt(cpu.get('rasa'))} | {_fmt(cpu.get('action_server'))} "
+                             f"| {_fmt(cpu.get('load_generator'))} |")
     ratios = report.get("ratios") or {}
     if ratios:
         lines += ["", "| conversations at once | throughput ours/stock | p50 ours/stock | p95 ours/stock |",
@@ -220,6 +228,28 @@ def vm_hwm_mb(pid: int) -> float | None:
         except OSError:
             continue
     return round(total, 1) if found else None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process and its children so far, in seconds (Linux /proc)."""
+    total = 0.0
+    found = False
+    tick = os.sysconf("SC_CLK_TCK")
+    for candidate in [pid, *children(pid)]:
+        try:
+            fields = Path(f"/proc/{candidate}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+        found = True
+    return total if found else None
+
+
+def cpu_per_message(before: dict, after: dict, messages: int) -> dict:
+    """CPU ms per message of each process between two ``cpu_seconds`` readings."""
+    return {name: (round((after[name] - before[name]) * 1000 / messages, 1)
+                   if messages and before.get(name) is not None and after.get(name) is not None else None)
+            for name in before}
 
 
 def children(pid: int) -> list[int]:
@@ -602,7 +632,11 @@ def _bench_model(name: str, model: Path, options: Options, corpus: Sequence[Conv
         asyncio.run(drive(stack.rest_url, mix(corpus, 20, seed=99), 2, f"{name}-warm"))
         for level in options.levels:
             plan = mix(corpus, messages_for(level, options), seed=level)
+            processes = {"rasa": stack.rasa.pid, "action_server": stack.action.pid, "load_generator": os.getpid()}
+            before = {key: cpu_seconds(pid) for key, pid in processes.items()}
             figures = asyncio.run(drive(stack.rest_url, plan, level, f"{name}-{level}"))
+            figures["cpu_ms_per_msg"] = cpu_per_message(before, {key: cpu_seconds(pid) for key, pid in
+                                                                 processes.items()}, figures["messages"])
             result["levels"][str(level)] = figures
             log(f"[{name}] {level:>2} at once: {figures['msg_per_s']:6.1f} msg/s  p50 {figures['p50_ms']:6.0f} ms  "
                 f"p95 {figures['p95_ms']:6.0f} ms  p99 {figures['p99_ms']:6.0f} ms  ({figures['messages']} messages, "

@@ -67,7 +67,8 @@ def test_capped_config_sets_every_epochs():
 
 
 def test_markdown_table():
-    level = {"messages": 10, "errors": 0, "msg_per_s": 42.0, "p50_ms": 12.3, "p95_ms": 150.0, "p99_ms": 300.0}
+    level = {"messages": 10, "errors": 0, "msg_per_s": 42.0, "p50_ms": 12.3, "p95_ms": 150.0, "p99_ms": 300.0,
+             "cpu_ms_per_msg": {"rasa": 14.9, "action_server": 5.3, "load_generator": None}}
     run = {"levels": {"1": level, "8": level}, "parse": {"p50_ms": 8.0, "p95_ms": 12.0}, "training_s": 60.0,
            "training_cached": True, "stack_start_s": 30.0, "model_load_s": 5.0,
            "rss_peak_mb": {"rasa": 900.0, "action_server": 120.0},
@@ -80,6 +81,7 @@ def test_markdown_table():
     assert "60.0 (cached)" in text
     assert "| dialogue policies | 1.5 | 1.5 |" in text
     assert "Whole run: 600 s." in text
+    assert "| ours | 8 | 14.9 | 5.3 | — |" in text
 
 
 def test_vm_hwm_of_this_process():
@@ -87,6 +89,18 @@ def test_vm_hwm_of_this_process():
 
     peak = bench.vm_hwm_mb(os.getpid())
     assert peak is not None and peak > 1
+
+
+def test_cpu_per_message_counts_this_process():
+    import os
+
+    before = {"me": bench.cpu_seconds(os.getpid()), "gone": None}
+    sum(i * i for i in range(2_000_000))  # some CPU
+    after = {"me": bench.cpu_seconds(os.getpid()), "gone": None}
+    figures = bench.cpu_per_message(before, after, 10)
+    assert figures["me"] > 0 and figures["gone"] is None
+    assert bench.cpu_per_message(before, after, 0)["me"] is None
+    assert bench.cpu_seconds(2 ** 22 + 12345) is None  # no such process
 
 
 class _FakeRasa(BaseHTTPRequestHandler):

@@ -9,7 +9,7 @@ paused). This subclass:
   on SQLite, a 30 s busy timeout (the action server writes to the same file);
 - retries ``retrieve`` and ``save`` a few times on transient errors (connection refused, database
   locked) before giving up. ``save`` writes one transaction, so a retry cannot duplicate events;
-- keeps a copy of each conversation it saved (the latest 2,000, ``GUICHET_TRACKER_CACHE``). Rasa
+- keeps a copy of each conversation it saved (the latest 1,000, ``GUICHET_TRACKER_CACHE``). Rasa
   loads a conversation up to three times a message (once to answer, once per save to find which
   events are new, and counts the stored ones again), each time replaying every event into a new
   tracker. Now a load is one indexed query (the conversation's event count and highest id): if
@@ -44,7 +44,7 @@ from bot.db import is_transient
 logger = logging.getLogger(__name__)
 ATTEMPTS = 3
 DELAY = 0.5
-CACHE_SIZE = 2000  # conversations kept in memory (GUICHET_TRACKER_CACHE; 0: none)
+CACHE_SIZE = 1000  # conversations kept in memory (GUICHET_TRACKER_CACHE; 0: none); ~110 KB for 16 messages
 
 
 class GuichetSQLTrackerStore(SQLTrackerStore):
