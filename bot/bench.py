@@ -230,12 +230,12 @@ def vm_hwm_mb(pid: int) -> float | None:
     return round(total, 1) if found else None
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process and its children so far, in seconds (Linux /proc)."""
+def cpu_seconds(pid: int, with_children: bool = True) -> float | None:
+    """User + system CPU time of a process (and its children) so far, in seconds (Linux /proc)."""
     total = 0.0
     found = False
     tick = os.sysconf("SC_CLK_TCK")
-    for candidate in [pid, *children(pid)]:
+    for candidate in [pid, *(children(pid) if with_children else ())]:
         try:
             fields = Path(f"/proc/{candidate}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
@@ -633,10 +633,12 @@ def _bench_model(name: str, model: Path, options: Options, corpus: Sequence[Conv
         for level in options.levels:
             plan = mix(corpus, messages_for(level, options), seed=level)
             processes = {"rasa": stack.rasa.pid, "action_server": stack.action.pid, "load_generator": os.getpid()}
-            before = {key: cpu_seconds(pid) for key, pid in processes.items()}
+            def reading() -> dict:  # the load generator is this process alone (the stack is its child)
+                return {key: cpu_seconds(pid, with_children=key != "load_generator") for key, pid in processes.items()}
+
+            before = reading()
             figures = asyncio.run(drive(stack.rest_url, plan, level, f"{name}-{level}"))
-            figures["cpu_ms_per_msg"] = cpu_per_message(before, {key: cpu_seconds(pid) for key, pid in
-                                                                 processes.items()}, figures["messages"])
+            figures["cpu_ms_per_msg"] = cpu_per_message(before, reading(), figures["messages"])
             result["levels"][str(level)] = figures
             log(f"[{name}] {level:>2} at once: {figures['msg_per_s']:6.1f} msg/s  p50 {figures['p50_ms']:6.0f} ms  "
                 f"p95 {figures['p95_ms']:6.0f} ms  p99 {figures['p99_ms']:6.0f} ms  ({figures['messages']} messages, "
