@@ -141,7 +141,7 @@ class GuichetSQLTrackerStore(SQLTrackerStore):
                         with self.session_scope() as session:
                             new_events = list(self._additional_events(session, tracker))
                 if not streamed:  # the event broker must see each event once, whatever the retries
-                    self._publish(tracker.sender_id, new_events)
+                    await self._publish(tracker.sender_id, new_events)
                     streamed = True
                 rows = [self._row(tracker.sender_id, event) for event in new_events]
                 if rows:
@@ -153,17 +153,14 @@ class GuichetSQLTrackerStore(SQLTrackerStore):
         await self._retrying("save", attempt)
 
     # --- helpers ----------------------------------------------------------------------------------
-    def _publish(self, sender_id: str, events: List[Any]) -> None:
+    async def _publish(self, sender_id: str, events: List[Any]) -> None:
         """What Rasa's ``stream_events`` does, without loading the conversation again to diff it."""
         if self.event_broker is None or not events:
             return
         if hasattr(self.event_broker, "publish_batch"):  # ours: the turn's messages in one transaction
             self.event_broker.publish_batch(sender_id, [dict(event.as_dict(), sender_id=sender_id) for event in events])
             return
-        for event in events:
-            body = {"sender_id": sender_id}
-            body.update(event.as_dict())
-            self.event_broker.publish(body)
+        await self._stream_new_events(self.event_broker, events, sender_id)
 
     @staticmethod
     def _row(sender_id: str, event: Any) -> dict:
