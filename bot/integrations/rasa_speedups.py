@@ -93,7 +93,6 @@ def _sequential_graph_runner() -> None:
     bookkeeping a message for a dozen small steps that run one after the other anyway. The same
     nodes now run in a topological order computed once per set of targets; each node gets the same
     arguments, in the same order, as under dask."""
-    from rasa.engine.exceptions import GraphRunError
     from rasa.engine.runner.dask import DaskGraphRunner
 
     def run(self: DaskGraphRunner, inputs: Optional[Dict[Text, Any]] = None,
@@ -103,13 +102,8 @@ def _sequential_graph_runner() -> None:
         plan = plans.get(tuple(run_targets))
         if plan is None:
             plan = plans[tuple(run_targets)] = execution_plan(self._graph_schema.minimal_graph_schema(run_targets))
-        values: Dict[Text, Any] = {}
-        for name, value in (inputs or {}).items():
-            if isinstance(value, str) and value in self._graph_schema.nodes:
-                raise GraphRunError(f"Input value '{value}' clashes with a node name. Make sure that none of the "
-                                    f"input names passed to the `run` method are the same as node names in the "
-                                    f"graph schema.")
-            values[name] = (name, value)
+        values: Dict[Text, Any] = dict.fromkeys(name for name, _ in plan)  # the nodes, for Rasa's clash check
+        self._add_inputs_to_graph(inputs, values)  # Rasa's own: each input becomes (name, value), as under dask
         for name, needs in plan:
             values[name] = self._instantiated_nodes[name](*(values[need] for need in needs))
         return dict(values[target] for target in run_targets)
