@@ -27,6 +27,7 @@ from rasa_sdk.types import DomainDict
 from bot import notify
 from bot.assistant import Assistant, Conversation, Reply, TicketDraft, get_assistant
 from bot.settings import get_settings
+from bot.location import is_vague_place
 from bot.safety import danger_reason
 from bot.textnorm import clean_citizen_text
 
@@ -46,7 +47,9 @@ HANDOFF_REASON_BY_INTENT = {
     "urgence_violence": "distress_violence",
     "urgence_danger": "distress_danger",
     "urgence_detresse": "distress_suicide",
+    "complaint_general": "complaint",
 }
+REASON_BY_DANGER = {"violence": "distress_violence", "danger": "distress_danger", "suicide": "distress_suicide"}
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -88,6 +91,47 @@ def say(dispatcher: CollectingDispatcher, reply: Reply) -> None:
         dispatcher.utter_message(text=text, outcome=reply.outcome)
 
 
+def signals_of(tracker: Tracker) -> Dict[str, Any]:
+    """What the signal heads of the NLU pipeline found (bot/integrations/signal_classifier.py)."""
+    signals = tracker.latest_message.get("signals")
+    return signals if isinstance(signals, dict) else {}
+
+
+def learned_kind(tracker: Tracker) -> Optional[str]:
+    return signals_of(tracker).get("kind")
+
+
+def urgent_reason(tracker: Tracker) -> Optional[str]:
+    """The urgent hand-off reason for the latest message: the learned detector, else the lexical net."""
+    danger = signals_of(tracker).get("danger")
+    if isinstance(danger, dict):
+        return REASON_BY_DANGER.get(danger.get("reason")) if danger.get("level") == "urgent" else None
+    return danger_reason(latest_text(tracker))
+
+
+def asked_precisely(tracker: Tracker) -> bool:
+    """Whether the assistant's last question, before this message, already asked for the exact address."""
+    precise = get_assistant().replies.render("ask_location_precise")
+    seen_user = False
+    for event in reversed(tracker.events):
+        if event.get("event") == "user":
+            if seen_user:
+                return False
+            seen_user = True
+        elif event.get("event") == "bot" and seen_user:
+            return (event.get("text") or "").startswith(precise)
+    return False
+
+
+def best_ticket_service(tracker: Tracker) -> Optional[str]:
+    """The most likely ticket service in the intent ranking (for messages that are not reports)."""
+    for candidate in tracker.latest_message.get("intent_ranking") or []:
+        name = candidate.get("name") or ""
+        if name.startswith("ticket_") and name != "ticket_generic" and name != "ticket_status":
+            return name
+    return None
+
+
 def reset_ticket_slots() -> List[EventType]:
     return [SlotSet(name, None) for name in TICKET_SLOTS]
 
@@ -124,16 +168,38 @@ class GuichetAction(Action, ABC):
     """
 
     safety_net = False
+    english_key: Optional[str] = None  # the English line for replies without an outcome
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
                   domain: DomainDict) -> List[EventType]:
         assistant = get_assistant()
         now = now_for(tracker)
         if self.safety_net:
-            reason = danger_reason(latest_text(tracker))
+            reason = urgent_reason(tracker)
             if reason:
-                return await off_loop(hand_off, assistant, dispatcher, tracker, reason, now)
-        return await off_loop(self.handle, assistant, dispatcher, tracker, now)
+                events = await off_loop(hand_off, assistant, dispatcher, tracker, reason, now)
+                self.finish_replies(assistant, dispatcher, tracker, now)
+                return events
+        events = await off_loop(self.handle, assistant, dispatcher, tracker, now)
+        self.finish_replies(assistant, dispatcher, tracker, now)
+        return events
+
+    def finish_replies(self, assistant: Assistant, dispatcher: CollectingDispatcher, tracker: Tracker,
+                       now: dt.datetime) -> None:
+        """What every answer gets: the emergency line when danger is possible, a line in English."""
+        if not dispatcher.messages:
+            return
+        last = dispatcher.messages[-1]
+        outcome = last.get("outcome")
+        signals = signals_of(tracker)
+        danger = signals.get("danger") if isinstance(signals.get("danger"), dict) else {}
+        if danger.get("level") == "possible" and outcome != "handoff":
+            dispatcher.utter_message(text=assistant.possible_danger_note(now), outcome=outcome)
+            assistant.tell_possible_danger(conversation_for(tracker), latest_text(tracker), now)
+        if signals.get("language") == "en":
+            note = assistant.english_note(outcome or self.english_key, now)
+            last = dispatcher.messages[-1]
+            last["text"] = f"{last.get('text') or ''} {note}".strip()
 
     @abstractmethod
     def handle(self, assistant: Assistant, dispatcher: CollectingDispatcher, tracker: Tracker,
@@ -174,9 +240,13 @@ class ActionAnswerFaq(GuichetAction):
         return "action_answer_faq"
 
     def handle(self, assistant, dispatcher, tracker, now):
-        topic = (latest_intent(tracker) or "").removeprefix("faq_")
+        intent = latest_intent(tracker) or ""
+        topic = intent.removeprefix("faq_") if intent.startswith("faq_") else tracker.get_slot("last_faq_topic")
+        if not topic:  # "et le samedi ?" with no earlier answer: ask what it is about
+            say(dispatcher, assistant.clarify(now))
+            return []
         say(dispatcher, assistant.faq(topic, now))
-        return []
+        return [SlotSet("last_faq_topic", topic)]
 
 
 class ActionDecline(GuichetAction):
@@ -195,8 +265,36 @@ class ActionOutOfScope(GuichetAction):
         return "action_out_of_scope"
 
     def handle(self, assistant, dispatcher, tracker, now):
-        say(dispatcher, assistant.out_of_scope(now))
+        say(dispatcher, assistant.out_of_scope(now, latest_intent(tracker) or "out_of_scope"))
         return []
+
+
+class ActionOtherTown(GuichetAction):
+    """A question about another commune or body: we only answer for ours."""
+    safety_net = True
+
+    def name(self) -> Text:
+        return "action_other_town"
+
+    def handle(self, assistant, dispatcher, tracker, now):
+        say(dispatcher, assistant.other_town(now))
+        return [ActiveLoop(None)] + reset_ticket_slots() if tracker.active_loop_name else []
+
+
+class ActionCouncilOpinion(GuichetAction):
+    """An opinion on a decision of the town: acknowledged and passed on to the service concerned
+    as a complaint ticket, or to the community manager when no service is concerned."""
+    safety_net = True
+
+    def name(self) -> Text:
+        return "action_council_opinion"
+
+    def handle(self, assistant, dispatcher, tracker, now):
+        reply = assistant.opinion(conversation_for(tracker), latest_text(tracker), now,
+                                  intent=best_ticket_service(tracker))
+        say(dispatcher, reply)
+        events: List[EventType] = [ActiveLoop(None)] + reset_ticket_slots() if tracker.active_loop_name else []
+        return events + ([ConversationPaused()] if reply.pause else [])
 
 
 class ActionTicketStatus(GuichetAction):
@@ -242,6 +340,7 @@ def misunderstood_in_a_row(tracker: Tracker) -> int:
 class ActionMisunderstood(GuichetAction):
     """First misunderstanding: ask to rephrase. Second in a row: a person takes over."""
     safety_net = True
+    english_key = "clarify"
 
     def name(self) -> Text:
         return "action_misunderstood"
@@ -262,7 +361,7 @@ class ActionStartTicket(GuichetAction):
         return "action_start_ticket"
 
     def handle(self, assistant, dispatcher, tracker, now):
-        draft = assistant.draft_ticket(latest_intent(tracker), latest_text(tracker))
+        draft = assistant.draft_ticket(latest_intent(tracker), latest_text(tracker), kind=learned_kind(tracker))
         if draft.service:
             follow_up = assistant.add_to_recent_ticket(conversation_for(tracker), latest_text(tracker), now,
                                                        service=draft.service)
@@ -287,11 +386,27 @@ class ActionAddLocation(GuichetAction):
         if reply is not None:
             say(dispatcher, reply)
             return []
+        if is_vague_place(text):  # "devant chez moi" on its own: nothing to locate yet
+            say(dispatcher, assistant.clarify(now))
+            return []
         draft = assistant.draft_ticket("inform_location", text)
         say(dispatcher, assistant.ask_detail(now))
         return [SlotSet(name, value) for name, value in draft_slots(draft).items()] + [
             SlotSet("ticket_detail", None), ActiveLoop("ticket_form"), SlotSet("requested_slot", "ticket_detail"),
         ]
+
+
+class ActionAddDetail(GuichetAction):
+    """A detail on its own ("il est très profond"): added to the ticket just created."""
+    safety_net = True
+
+    def name(self) -> Text:
+        return "action_add_detail"
+
+    def handle(self, assistant, dispatcher, tracker, now):
+        reply = assistant.add_to_recent_ticket(conversation_for(tracker), latest_text(tracker), now, detail=True)
+        say(dispatcher, reply if reply is not None else assistant.clarify(now))
+        return []
 
 
 class ValidateTicketForm(FormValidationAction):
@@ -313,7 +428,8 @@ class ValidateTicketForm(FormValidationAction):
         if not text:
             return {"ticket_detail": None}
         assistant = get_assistant()
-        draft = await off_loop(assistant.complete_detail, draft_from_slots(tracker), latest_intent(tracker), text)
+        draft = await off_loop(assistant.complete_detail, draft_from_slots(tracker), latest_intent(tracker), text,
+                               learned_kind(tracker))
         slots = draft_slots(draft)
         slots.update(ticket_detail=text, ticket_need_detail=False)
         return slots
@@ -322,19 +438,26 @@ class ValidateTicketForm(FormValidationAction):
         text = clean_citizen_text(str(value or ""))
         if not tracker.get_slot("ticket_need_location"):
             return {"ticket_location": tracker.get_slot("ticket_location")}
+        if is_vague_place(text) and not asked_precisely(tracker):  # ask once more for the address
+            return {"ticket_location": None}
         return {"ticket_location": text[:300] or None}
 
 
 class ActionAskTicketLocation(GuichetAction):
+    english_key = "ask_location"
+
     def name(self) -> Text:
         return "action_ask_ticket_location"
 
     def handle(self, assistant, dispatcher, tracker, now):
-        say(dispatcher, assistant.ask_location(now))
+        vague = tracker.get_slot("requested_slot") == "ticket_location" and is_vague_place(latest_text(tracker))
+        say(dispatcher, assistant.ask_location(now, vague=vague))
         return []
 
 
 class ActionAskTicketDetail(GuichetAction):
+    english_key = "ask_detail"
+
     def name(self) -> Text:
         return "action_ask_ticket_detail"
 

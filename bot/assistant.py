@@ -12,7 +12,7 @@ from functools import lru_cache
 
 from bot import events
 from bot.hours import StaffHours
-from bot.kinds import HANDOFF, classify_kind
+from bot.kinds import COMPLAINT, HANDOFF, settle_kind
 from bot.location import extract_location
 from bot.models import Ticket
 from bot.profile import Profile, load_profile
@@ -22,11 +22,12 @@ from bot.settings import get_settings
 from bot.tickets import NewTicket, TicketStore
 
 HANDOFF_REASONS = (
-    "human_request", "insult", "threat", "press", "legal", "person_complaint", "personal_data",
+    "human_request", "insult", "threat", "press", "legal", "person_complaint", "personal_data", "complaint",
     "misunderstood", "distress_violence", "distress_danger", "distress_suicide",
 )
 URGENT_REASONS = ("distress_violence", "distress_danger", "distress_suicide")
-SMALLTALK = ("greet", "thank", "goodbye", "bot_challenge", "affirm", "deny")
+SMALLTALK = ("greet", "thank", "goodbye", "bot_challenge", "affirm", "deny", "compliment")
+OUT_OF_SCOPE = ("out_of_scope", "spam", "tag_friend")
 
 
 @dataclass
@@ -83,15 +84,30 @@ class Assistant:
     def decline(self, now: dt.datetime) -> Reply:
         return Reply([self._say("decline", now)], "decline")
 
-    def out_of_scope(self, now: dt.datetime) -> Reply:
-        return Reply([self._say("out_of_scope", now)], "out_of_scope")
+    def out_of_scope(self, now: dt.datetime, intent: str = "out_of_scope") -> Reply:
+        key = intent if intent in OUT_OF_SCOPE else "out_of_scope"
+        return Reply([self._say(f"out_of_scope.{key}", now)], "out_of_scope")
+
+    def other_town(self, now: dt.datetime) -> Reply:
+        """Another commune or body: we only answer for ours, and say where to look."""
+        return Reply([self._say("other_town", now)], "out_of_scope")
+
+    def english_note(self, outcome: str | None, now: dt.datetime) -> str:
+        """One short English sentence added to the French answer for English writers."""
+        family = (outcome or "clarify").split(":")[0]
+        key = family if self.replies.has(f"english.{family}") else "clarify"
+        return self._say(f"english.{key}", now)
+
+    def possible_danger_note(self, now: dt.datetime) -> str:
+        """The emergency line added to a normal answer when the danger detector is unsure."""
+        return self._say("possible_danger", now, numbers=self.profile.town.emergency_numbers)
 
     def clarify(self, now: dt.datetime) -> Reply:
         return Reply([self._say("clarify", now)], None)
 
     # --- tickets --------------------------------------------------------------------------------
-    def draft_ticket(self, intent: str | None, text: str) -> TicketDraft:
-        """Understand a report: which service, which kind, and what is still missing."""
+    def draft_ticket(self, intent: str | None, text: str, kind: str | None = None) -> TicketDraft:
+        """Understand a report: which service, which kind (learned, see bot.kinds), what is missing."""
         service = service_for_intent(intent, self.profile)
         location = extract_location(text)
         if intent == "inform_location":
@@ -99,27 +115,29 @@ class Assistant:
                                need_detail=True)
         if service is None and intent not in ("ticket_generic",):
             service = service_from_keywords(text, self.profile)
-        kind = classify_kind(text, service)
+        kind = settle_kind(kind, service)
         vague = service is None or intent == "ticket_generic"
         draft = TicketDraft(service=service, kind=kind, description=text, location=location,
                             need_detail=vague)
         draft.need_location = not vague and needs_location(service, kind, text, self.profile)
         return draft
 
-    def complete_detail(self, draft: TicketDraft, intent: str | None, text: str) -> TicketDraft:
+    def complete_detail(self, draft: TicketDraft, intent: str | None, text: str,
+                        kind: str | None = None) -> TicketDraft:
         """The citizen described the problem after "quel est le problème ?"."""
-        refined = self.draft_ticket(intent if intent and intent.startswith("ticket_") else None, text)
+        refined = self.draft_ticket(intent if intent and intent.startswith("ticket_") else None, text, kind)
         if refined.service is None:
             refined.service = service_from_keywords(text, self.profile)
         description = f"{draft.description} — {text}".strip(" —") if draft.description else text
         location = draft.location or refined.location
-        kind = classify_kind(description, refined.service)
+        kind = settle_kind(kind, refined.service, earlier=draft.kind if draft.description else None)
         result = TicketDraft(service=refined.service, kind=kind, description=description, location=location)
         result.need_location = location is None and needs_location(result.service, kind, description, self.profile)
         return result
 
-    def ask_location(self, now: dt.datetime) -> Reply:
-        return Reply([self._say("ask_location", now)], None)
+    def ask_location(self, now: dt.datetime, vague: bool = False) -> Reply:
+        """Where is it? Again, more precisely, after "devant chez moi" or "ici"."""
+        return Reply([self._say("ask_location_precise" if vague else "ask_location", now)], None)
 
     def ask_detail(self, now: dt.datetime) -> Reply:
         return Reply([self._say("ask_detail", now)], None)
@@ -144,12 +162,13 @@ class Assistant:
         return Reply([f"{head} {tail}"], outcome, ticket=ticket)
 
     def add_to_recent_ticket(self, conversation: Conversation, text: str, now: dt.datetime,
-                             service: str | None = None,
+                             service: str | None = None, detail: bool = False,
                              within: dt.timedelta = dt.timedelta(minutes=30)) -> Reply | None:
         """A precision sent just after a ticket (a place, a detail): add it to that ticket.
 
-        Without ``service`` any recent ticket qualifies (a place on its own); with it, only a
-        ticket of the same service, so a second problem still gets its own ticket.
+        Without ``service`` any recent ticket qualifies (a place or a detail on its own); with it,
+        only a ticket of the same service, so a second problem still gets its own ticket. A place
+        becomes the ticket's location unless ``detail`` (then it is added to the summary).
         """
         recent = [t for t in self.store.for_conversation(conversation.id, limit=1)
                   if t.kind != HANDOFF and t.is_open and (service is None or t.queue == service)]
@@ -160,11 +179,26 @@ class Assistant:
         if not dt.timedelta(0) <= naive_now - ticket.created_at <= within:
             return None
         text = " ".join(text.split())
-        if service is None or extract_location(text):
+        if not detail and (service is None or extract_location(text)):
             self.store.update_location(ticket.id, text[:300])
         else:
             self.store.append_summary(ticket.id, text[:1000])
         return Reply([self._say("location_added", now, ref=ticket.reference)], f"ticket:{ticket.queue}", ticket=ticket)
+
+    def opinion(self, conversation: Conversation, text: str, now: dt.datetime,
+                intent: str | None = None) -> Reply:
+        """An opinion on a decision of the town: a complaint ticket for the service concerned
+        ("on fait remonter"); with no service concerned, the community manager takes it."""
+        service = service_for_intent(intent, self.profile) or service_from_keywords(text, self.profile)
+        if service is None:
+            return self.handoff("complaint", conversation, text, now)
+        draft = TicketDraft(service=service, kind=COMPLAINT, description=text)
+        return self.create_ticket(draft, conversation, now)
+
+    def tell_possible_danger(self, conversation: Conversation, text: str, now: dt.datetime) -> None:
+        """The danger detector was unsure: the answer carries the emergency line, the CM is told."""
+        events.emit("possible_danger", conversation_id=conversation.id, channel=conversation.channel,
+                    text=(text or "")[:500], at=now)
 
     # --- status ---------------------------------------------------------------------------------
     def status(self, conversation: Conversation, text: str, now: dt.datetime) -> Reply:

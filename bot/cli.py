@@ -66,10 +66,14 @@ def train(force: bool = typer.Option(False, help="Réentraîner même si rien n'
 def evaluate_command(
     cases: Path = typer.Argument(..., help="Fichier de cas (format de shared/reference/README.md)."),
     model: Optional[Path] = typer.Option(None, help="Modèle à évaluer (défaut : le dernier de models/)."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Écrit les résultats détaillés en JSON."),
+    json_path: Optional[Path] = typer.Option(None, "--json",
+                                             help="Écrit les résultats détaillés et les métriques en JSON."),
     concurrency: int = typer.Option(8, min=1, max=64, help="Conversations évaluées en parallèle."),
 ) -> None:
-    """Joue chaque cas dans une conversation neuve avec le vrai assistant et affiche l'exactitude."""
+    """Joue chaque cas dans une conversation neuve avec le vrai assistant et affiche l'exactitude.
+
+    Affiche aussi précision/rappel par issue, urgences, transferts, réclamations et la matrice de confusion.
+    """
     from bot.evaluation import evaluate, format_report
 
     if not cases.exists():

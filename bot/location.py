@@ -41,13 +41,31 @@ _NAMED_LANDMARK = re.compile(
 )
 
 
+# Places that only the citizen can find: "devant chez moi", "ici", "dans ma rue" are not an address.
+_VAGUE_PLACE = re.compile(
+    r"\b(?:(?:juste |en |tout )?(?:devant|derriere|pres|a cote|en bas|en face|au coin|pas loin|autour|en sortant)"
+    r"\s*(?:de |d')?\s*)?(?:chez (?:moi|nous|mes parents|ma mere|mon pere)|ma maison|mon immeuble|mon domicile"
+    r"|ma residence|mon batiment|mon jardin|mon garage|ma porte|ma fenetre|mon portail)\b"
+    r"|\b(?:dans|de|sur|au bout de|au coin de) (?:ma|notre|cette) (?:rue|route|avenue|allee|impasse|place)\b(?!\s+[a-z])"
+    r"|\b(?:dans|de) (?:mon|notre|ce) (?:quartier|lotissement|coin|village)\b(?!\s+(?:de|du|des)\b)"
+    r"|\b(?:ici|la[- ]bas|par ici|juste la|a cote|pas loin)\b(?!\s+(?:de|du|des|d')\b)"
+    r"|\b(?:dans la rue|sur la route|sur le trottoir|dans le quartier)\b(?!\s+[a-z0-9])"
+)
+
+
+def is_vague_place(text: str) -> bool:
+    """True when the text gives a place only the writer can find, and nothing more precise."""
+    folded = fold(text or "")
+    return bool(_VAGUE_PLACE.search(folded)) and not mentions_location(text)
+
+
 def mentions_location(text: str) -> bool:
     """True when the message says where (street, landmark, position relative to a place)."""
     if not text:
         return False
     if _NAMED_LANDMARK.search(text):
         return True
-    folded = fold(text)
+    folded = _VAGUE_PLACE.sub(" ", fold(text))
     return bool(_STREET.search(folded) or _PREPOSITION.search(folded) or _NUMBER.search(folded))
 
 

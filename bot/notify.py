@@ -14,6 +14,7 @@ import requests
 
 from bot import events
 from bot.models import Ticket
+from bot.privacy import log_ref
 
 logger = logging.getLogger(__name__)
 _installed = False
@@ -41,6 +42,16 @@ def _notify(event: str, ticket: Ticket) -> None:
         threading.Thread(target=_post, args=(url, payload(ticket, event)), daemon=True).start()
 
 
+def _notify_possible_danger(conversation_id: str, channel: str, text: str, at=None) -> None:
+    """The danger detector was unsure: the citizen got the emergency line, a person should look."""
+    url = os.environ.get("GUICHET_NOTIFY_URL")
+    logger.warning("possible danger in conversation %s (channel %s): emergency line given", log_ref(conversation_id), channel)
+    if url:
+        body = {"event": "possible_danger", "urgent": True, "conversation_id": conversation_id,
+                "channel": channel, "summary": text[:500]}
+        threading.Thread(target=_post, args=(url, body), daemon=True).start()
+
+
 def install() -> None:
     """Subscribe once: hand-offs, urgent tickets and messages arriving during a hand-off."""
     global _installed
@@ -49,4 +60,5 @@ def install() -> None:
     events.subscribe("handoff_created", lambda ticket: _notify("handoff_created", ticket))
     events.subscribe("ticket_created", lambda ticket: ticket.urgent and _notify("urgent_ticket", ticket))
     events.subscribe("handoff_message", lambda ticket, message: _notify("handoff_message", ticket))
+    events.subscribe("possible_danger", _notify_possible_danger)
     _installed = True

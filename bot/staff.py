@@ -36,7 +36,7 @@ STATUS_LABELS = {
 HANDOFF_REASON_LABELS = {
     "human_request": "demande à parler à une personne", "insult": "insultes", "threat": "menaces",
     "press": "presse / médias", "legal": "menace de recours juridique",
-    "person_complaint": "plainte visant un agent ou un élu", "personal_data": "données personnelles (RGPD)",
+    "person_complaint": "plainte visant un agent ou un élu", "complaint": "mécontentement général", "personal_data": "données personnelles (RGPD)",
     "misunderstood": "incompréhension répétée", "distress_violence": "URGENCE : violences",
     "distress_danger": "URGENCE : danger", "distress_suicide": "URGENCE : détresse",
 }

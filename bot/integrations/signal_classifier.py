@@ -1,0 +1,240 @@
+"""Signals learned beside the intent: danger to people, the kind of a ticket, the writer's language.
+
+A Rasa NLU component placed last in the pipeline (after the intent classifier and the fallback).
+It trains three small logistic regressions on the same sparse features as the intent classifier
+(words and character n-grams), from labels the training data already carries:
+
+- **danger** (none / violence / danger / suicide): from the intents ``urgence_violence``,
+  ``urgence_danger`` and ``urgence_detresse`` against every other example. A binary-minded head
+  with balanced class weights finds danger told without the usual words (a child on a window
+  sill, a neighbour not seen for days, "je ne vois plus l'intérêt de continuer") that the
+  60-intent classifier spreads over tickets; the look-alikes (traffic "feux", "mort de rire",
+  a dead street lamp, "urgent" paperwork) are negative examples under their own intents.
+- **kind** (report / request / complaint): from the ``kind`` metadata of the ticket blocks of
+  ``data/nlu/tickets/`` and of the public comments; general discontent counts as complaint.
+- **language** (fr / en): from the ``language: en`` metadata of the English blocks.
+
+It then settles the intent the dialogue sees, so every rule and form reacts the same way:
+a danger the head is sure of becomes the ``urgence_*`` intent whatever the classifier said;
+an ``urgence_*`` intent the head strongly disagrees with falls back to the next intent (the
+false alarms). Between ``possible_threshold`` and ``urgent_threshold`` the message keeps its
+intent and is marked ``possible`` danger: the action server adds the emergency line to the
+normal answer and tells the community manager. The lexical net of ``bot.safety`` stays as a
+backstop. The decision is in ``parse_data["signals"]``.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List, Optional, Text, Type
+
+import numpy as np
+from scipy.sparse import csr_matrix, hstack, vstack
+
+from rasa.engine.graph import ExecutionContext, GraphComponent
+from rasa.engine.recipes.default_recipe import DefaultV1Recipe
+from rasa.engine.storage.resource import Resource
+from rasa.engine.storage.storage import ModelStorage
+from rasa.nlu.featurizers.featurizer import Featurizer
+from rasa.shared.nlu.constants import INTENT, METADATA, METADATA_EXAMPLE, METADATA_INTENT, TEXT
+from rasa.shared.nlu.training_data.message import Message
+from rasa.shared.nlu.training_data.training_data import TrainingData
+
+from bot.safety import danger_reason as lexical_danger_reason
+
+logger = logging.getLogger(__name__)
+
+SIGNALS = "signals"
+NONE = "none"
+DANGER_BY_INTENT = {"urgence_violence": "violence", "urgence_danger": "danger", "urgence_detresse": "suicide"}
+INTENT_BY_DANGER = {reason: intent for intent, reason in DANGER_BY_INTENT.items()}
+REASON_BY_LEXICAL = {"distress_violence": "violence", "distress_danger": "danger", "distress_suicide": "suicide"}
+COMPLAINT_INTENTS = ("complaint_general", "council_opinion")
+KINDS = ("report", "request", "complaint")
+HEADS = ("danger", "kind", "language")
+
+
+def example_metadata(message: Message, key: str) -> Optional[str]:
+    """A label from the example's metadata, else from its intent block's metadata."""
+    metadata = message.get(METADATA) or {}
+    for level in (METADATA_EXAMPLE, METADATA_INTENT):
+        value = (metadata.get(level) or {}) if isinstance(metadata.get(level), dict) else {}
+        if value.get(key) is not None:
+            return str(value[key])
+    return None
+
+
+def training_label(head: str, message: Message) -> Optional[str]:
+    """The label one head learns from a training example (None: the example is not used)."""
+    intent = message.get(INTENT)
+    if head == "danger":
+        return DANGER_BY_INTENT.get(intent, NONE)
+    if head == "kind":
+        kind = example_metadata(message, "kind")
+        if kind in KINDS:
+            return kind
+        return "complaint" if intent in COMPLAINT_INTENTS else None
+    if head == "language":
+        return "en" if example_metadata(message, "language") == "en" else "fr"
+    raise ValueError(head)
+
+
+@DefaultV1Recipe.register(DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER, is_trainable=True)
+class SignalClassifier(GraphComponent):
+    """Danger, ticket kind and language heads; settles the intent in case of danger."""
+
+    @classmethod
+    def required_components(cls) -> List[Type]:
+        return [Featurizer]
+
+    @staticmethod
+    def get_default_config() -> Dict[Text, Any]:
+        return {
+            "max_iter": 400,
+            "C": 1.0,
+            # danger probability (1 - p(none)) at or above which the message is an emergency
+            "urgent_threshold": 0.5,
+            # ... at or above which the normal answer also carries the emergency line
+            "possible_threshold": 0.25,
+            # an urgence_* intent whose danger probability is below this is a false alarm
+            "veto_threshold": 0.1,
+        }
+
+    def __init__(self, config: Dict[Text, Any], model_storage: ModelStorage, resource: Resource) -> None:
+        self.config = {**self.get_default_config(), **config}
+        self.heads: Dict[str, Any] = {}
+        self._model_storage = model_storage
+        self._resource = resource
+
+    @classmethod
+    def create(cls, config: Dict[Text, Any], model_storage: ModelStorage, resource: Resource,
+               execution_context: ExecutionContext) -> "SignalClassifier":
+        return cls(config, model_storage, resource)
+
+    # --- features ------------------------------------------------------------------------------
+    @staticmethod
+    def _features(messages: List[Message]) -> csr_matrix:
+        rows = []
+        for message in messages:
+            sparse = message.get_sparse_features(attribute=TEXT)[1]
+            dense = message.get_dense_features(attribute=TEXT)[1]
+            rows.append(hstack([csr_matrix(sparse.features if sparse else []),
+                                csr_matrix(dense.features if dense else [])]))
+        return vstack(rows).tocsr()
+
+    # --- training ------------------------------------------------------------------------------
+    def train(self, training_data: TrainingData) -> Resource:
+        from sklearn.linear_model import LogisticRegression
+
+        examples = [e for e in training_data.intent_examples if e.get(INTENT) and e.get(TEXT)]
+        if not examples:
+            return self._resource
+        X = self._features(examples)
+        for head in HEADS:
+            labels = [training_label(head, e) for e in examples]
+            rows = [i for i, label in enumerate(labels) if label is not None]
+            classes = {labels[i] for i in rows}
+            if len(classes) < 2:
+                logger.debug("signal head %s: fewer than two labels, not trained", head)
+                continue
+            clf = LogisticRegression(C=self.config["C"], max_iter=self.config["max_iter"],
+                                     class_weight="balanced", random_state=42)
+            clf.fit(X[rows], [labels[i] for i in rows])
+            clf.coef_ = np.asfortranarray(clf.coef_)  # contiguous transpose at prediction
+            self.heads[head] = clf
+        self.persist()
+        return self._resource
+
+    def persist(self) -> None:
+        import skops.io as sio
+
+        with self._model_storage.write_to(self._resource) as model_dir:
+            sio.dump(self.heads, model_dir / "signal_heads.skops")
+
+    @classmethod
+    def load(cls, config: Dict[Text, Any], model_storage: ModelStorage, resource: Resource,
+             execution_context: ExecutionContext, **kwargs: Any) -> "SignalClassifier":
+        import skops.io as sio
+
+        component = cls(config, model_storage, resource)
+        try:
+            with model_storage.read_from(resource) as model_dir:
+                path = model_dir / "signal_heads.skops"
+                heads = sio.load(path, trusted=sio.get_untrusted_types(file=path))
+        except (ValueError, FileNotFoundError):
+            logger.debug("signal heads not found in the model: no learned signals")
+            return component
+        for clf in heads.values():
+            clf.coef_ = np.asfortranarray(clf.coef_)
+        component.heads = heads
+        return component
+
+    # --- prediction ----------------------------------------------------------------------------
+    def _probabilities(self, head: str, X: csr_matrix) -> List[Dict[str, float]]:
+        clf = self.heads.get(head)
+        if clf is None:
+            return [{} for _ in range(X.shape[0])]
+        probas = clf.predict_proba(X)
+        return [{str(label): float(p) for label, p in zip(clf.classes_, row)} for row in probas]
+
+    def process(self, messages: List[Message]) -> List[Message]:
+        messages_with_text = [m for m in messages if m.get(TEXT)]
+        if not messages_with_text:
+            return messages
+        X = self._features(messages_with_text)
+        predictions = {head: self._probabilities(head, X) for head in HEADS}
+        for index, message in enumerate(messages_with_text):
+            danger = predictions["danger"][index]
+            kind = predictions["kind"][index]
+            language = predictions["language"][index]
+            signals = {
+                "danger": self._settle_danger(message, danger),
+                "kind": max(kind, key=kind.get) if kind else None,
+                "kind_probabilities": {k: round(v, 4) for k, v in kind.items()},
+                "language": max(language, key=language.get) if language else "fr",
+                "english": round(language.get("en", 0.0), 4),
+            }
+            message.set(SIGNALS, signals, add_to_output=True)
+        return messages
+
+    def _settle_danger(self, message: Message, probabilities: Dict[str, float]) -> Dict[str, Any]:
+        """Decide the danger level and make the intent agree with it."""
+        intent = message.get(INTENT) or {}
+        name = intent.get("name")
+        p_danger = 1.0 - probabilities.get(NONE, 1.0)
+        reasons = {r: p for r, p in probabilities.items() if r != NONE}
+        reason = max(reasons, key=reasons.get) if reasons else None
+        lexical = REASON_BY_LEXICAL.get(lexical_danger_reason(message.get(TEXT)) or "")
+        level = NONE
+        if lexical or p_danger >= self.config["urgent_threshold"]:
+            level = "urgent"
+            reason = lexical or (DANGER_BY_INTENT.get(name) if name in DANGER_BY_INTENT else reason)
+        elif name in DANGER_BY_INTENT and self.heads.get("danger") is not None \
+                and p_danger < self.config["veto_threshold"]:
+            self._replace_intent(message, self._best_other_intent(message))
+            name = None
+        elif name in DANGER_BY_INTENT:
+            level, reason = "urgent", DANGER_BY_INTENT[name]
+        elif p_danger >= self.config["possible_threshold"]:
+            level = "possible"
+        if level == "urgent" and name not in DANGER_BY_INTENT:
+            self._replace_intent(message, {"name": INTENT_BY_DANGER[reason], "confidence": round(p_danger, 4)})
+        return {"level": level, "reason": reason if level != NONE else None,
+                "probability": round(p_danger, 4), "lexical": bool(lexical)}
+
+    @staticmethod
+    def _best_other_intent(message: Message) -> Dict[str, Any]:
+        for candidate in message.get("intent_ranking") or []:
+            if candidate.get("name") not in DANGER_BY_INTENT:
+                return dict(candidate)
+        return {"name": "nlu_fallback", "confidence": 1.0}
+
+    @staticmethod
+    def _replace_intent(message: Message, intent: Dict[str, Any]) -> None:
+        before = message.get(INTENT)
+        ranking = [c for c in (message.get("intent_ranking") or []) if c.get("name") != intent["name"]]
+        message.set(INTENT, intent, add_to_output=True)
+        message.set("intent_ranking", [intent] + ranking, add_to_output=True)
+        message.set("intent_before_signals", before, add_to_output=True)
+
+    def process_training_data(self, training_data: TrainingData) -> TrainingData:
+        return training_data
