@@ -36,7 +36,8 @@ def test_report_without_place_asks_where_then_creates_the_ticket(assistant):
 
 
 def test_complaint_is_acknowledged_and_outside_hours_says_when(assistant):
-    draft = assistant.draft_ticket("ticket_proprete", "3 semaines que les bacs ne sont pas vidés, c'est une honte")
+    draft = assistant.draft_ticket("ticket_proprete", "3 semaines que les bacs ne sont pas vidés, c'est une honte",
+                                   kind="complaint")  # the kind the NLU pipeline learned
     assert draft.kind == "complaint" and not draft.need_location
     text = assistant.create_ticket(draft, Conversation("c2", message_id="m2"), CLOSED).texts[0]
     assert "on fait remonter" in text and "lundi matin" in text

@@ -1,7 +1,7 @@
 import pytest
 
-from bot.kinds import classify_kind
-from bot.location import mentions_location
+from bot.kinds import default_kind, settle_kind
+from bot.location import is_vague_place, mentions_location
 from bot.routing import needs_location, service_for_intent, service_from_keywords
 
 
@@ -30,18 +30,25 @@ def test_no_place_means_no_location(text):
     assert not mentions_location(text)
 
 
-@pytest.mark.parametrize("text, service, kind", [
-    ("un arbre est tombé sur le chemin", "espaces_verts", "report"),
-    ("pourriez-vous installer un banc square Verlaine", "voirie", "request"),
-    ("3 semaines que personne ne vient vider la corbeille, lamentable", "proprete", "complaint"),
-    ("je voudrais une place au centre de loisirs", "education", "request"),
-    ("mon dossier de mariage est bloqué", "etat_civil", "request"),
-    ("Encore une fois le gymnase est fermé sans prévenir !!", "sport_culture", "complaint"),
-    ("voiture ventouse depuis des mois", "tranquillite", "report"),
-    ("voiture ventouse depuis des mois, toujours rien de fait", "tranquillite", "complaint"),
-])
-def test_kind(text, service, kind):
-    assert classify_kind(text, service) == kind
+@pytest.mark.parametrize("text", ["devant chez moi", "ici", "dans ma rue", "en bas de chez nous", "dans mon quartier",
+                                  "juste devant ma maison", "c'est là-bas", "sur le trottoir"])
+def test_a_place_only_the_citizen_can_find_is_not_a_location(text):
+    assert not mentions_location(text) and is_vague_place(text)
+
+
+@pytest.mark.parametrize("text", ["devant chez moi, au 12 rue des Lilas", "dans ma rue, rue Pasteur", "dans la rue Victor Hugo",
+                                  "ici, place de la Gare", "en face de l'école Paul-Bert"])
+def test_a_vague_place_with_an_address_is_a_location(text):
+    assert mentions_location(text) and not is_vague_place(text)
+
+
+def test_kind_comes_from_the_learned_reading_and_a_complaint_stays_one():
+    assert settle_kind("request", "voirie") == "request"
+    assert settle_kind(None, "voirie") == "report" and settle_kind(None, "etat_civil") == "request"
+    assert default_kind("social") == "request" and default_kind(None) == "report"
+    assert settle_kind("report", "voirie", earlier="complaint") == "complaint"  # said in the first turn
+    assert settle_kind("complaint", "voirie", earlier="report") == "complaint"
+    assert settle_kind("nonsense", "education", earlier=None) == "request"
 
 
 def test_service_comes_from_the_ticket_intent(profile):
