@@ -36,6 +36,10 @@ notify.install()  # new hand-offs reach the staff (GUICHET_NOTIFY_URL) from the 
 TICKET_SLOTS = ("ticket_service", "ticket_kind", "ticket_description", "ticket_location",
                 "ticket_detail", "ticket_need_location", "ticket_need_detail")
 MISUNDERSTOOD_INTENTS = ("nlu_fallback", "gibberish")
+# A report of another service read with less confidence than this, a few minutes after a ticket,
+# is taken as more about that ticket.
+FOLLOW_UP_CONFIDENCE = 0.6
+FOLLOW_UP_WINDOW = dt.timedelta(minutes=10)
 HANDOFF_REASON_BY_INTENT = {
     "handoff_human": "human_request",
     "handoff_insult": "insult",
@@ -84,6 +88,10 @@ def latest_text(tracker: Tracker) -> str:
 
 def latest_intent(tracker: Tracker) -> Optional[str]:
     return (tracker.latest_message.get("intent") or {}).get("name")
+
+
+def intent_confidence(tracker: Tracker) -> float:
+    return float((tracker.latest_message.get("intent") or {}).get("confidence") or 0.0)
 
 
 def say(dispatcher: CollectingDispatcher, reply: Reply) -> None:
@@ -363,9 +371,14 @@ class ActionStartTicket(GuichetAction):
     def handle(self, assistant, dispatcher, tracker, now):
         draft = assistant.draft_ticket(latest_intent(tracker), latest_text(tracker), kind=learned_kind(tracker))
         if draft.service:
+            # More about the ticket just made (same service, or a hesitant reading of another one
+            # a few minutes later: "c'est devant l'école" after a report): no second ticket.
+            unsure = intent_confidence(tracker) < FOLLOW_UP_CONFIDENCE
             follow_up = assistant.add_to_recent_ticket(conversation_for(tracker), latest_text(tracker), now,
-                                                       service=draft.service)
-            if follow_up is not None:  # more about the ticket just made: no second ticket
+                                                       service=draft.service) or (
+                unsure and assistant.add_to_recent_ticket(conversation_for(tracker), latest_text(tracker), now,
+                                                          detail=True, within=FOLLOW_UP_WINDOW)) or None
+            if follow_up is not None:
                 say(dispatcher, follow_up)
                 return [FollowupAction("action_listen")]
         return [SlotSet("ticket_detail", None if draft.need_detail else draft.description)] + [
@@ -404,9 +417,23 @@ class ActionAddDetail(GuichetAction):
         return "action_add_detail"
 
     def handle(self, assistant, dispatcher, tracker, now):
-        reply = assistant.add_to_recent_ticket(conversation_for(tracker), latest_text(tracker), now, detail=True)
-        say(dispatcher, reply if reply is not None else assistant.clarify(now))
-        return []
+        conversation, text = conversation_for(tracker), latest_text(tracker)
+        reply = assistant.add_to_recent_ticket(conversation, text, now, detail=True)
+        if reply is not None:
+            say(dispatcher, reply)
+            return []
+        intent = best_ticket_service(tracker)  # no ticket yet: the detail is the report itself
+        if intent is None:
+            say(dispatcher, assistant.clarify(now))
+            return []
+        draft = assistant.draft_ticket(intent, text, kind=learned_kind(tracker))
+        if draft.need_location:
+            say(dispatcher, assistant.ask_location(now))
+            return [SlotSet(name, value) for name, value in draft_slots(draft).items()] + [
+                SlotSet("ticket_detail", text), ActiveLoop("ticket_form"), SlotSet("requested_slot", "ticket_location"),
+            ]
+        say(dispatcher, assistant.create_ticket(draft, conversation, now))
+        return reset_ticket_slots()
 
 
 class ValidateTicketForm(FormValidationAction):

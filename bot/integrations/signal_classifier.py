@@ -13,6 +13,8 @@ It trains three small logistic regressions on the same sparse features as the in
 - **kind** (report / request / complaint): from the ``kind`` metadata of the ticket blocks of
   ``data/nlu/tickets/`` and of the public comments; general discontent counts as complaint.
 - **language** (fr / en): from the ``language: en`` metadata of the English blocks.
+- **elsewhere** (about another commune or body, or not): from the ``other_town`` examples. The
+  intent classifier hears "piscine" and answers with our pool; this head hears "à Saint-Aubin".
 
 It then settles the intent the dialogue sees, so every rule and form reacts the same way:
 a danger the head is sure of becomes the ``urgence_*`` intent whatever the classifier said;
@@ -50,7 +52,10 @@ INTENT_BY_DANGER = {reason: intent for intent, reason in DANGER_BY_INTENT.items(
 REASON_BY_LEXICAL = {"distress_violence": "violence", "distress_danger": "danger", "distress_suicide": "suicide"}
 COMPLAINT_INTENTS = ("complaint_general", "council_opinion")
 KINDS = ("report", "request", "complaint")
-HEADS = ("danger", "kind", "language")
+HEADS = ("danger", "kind", "language", "elsewhere")
+OTHER_TOWN = "other_town"
+# Intents an "elsewhere" reading may replace: an answer with our facts, a ticket for our services.
+_ANSWERS_WITH_OUR_FACTS = ("faq_", "ticket_", "out_of_scope", "nlu_fallback", "inform_")
 
 
 def example_metadata(message: Message, key: str) -> Optional[str]:
@@ -75,6 +80,8 @@ def training_label(head: str, message: Message) -> Optional[str]:
         return "complaint" if intent in COMPLAINT_INTENTS else None
     if head == "language":
         return "en" if example_metadata(message, "language") == "en" else "fr"
+    if head == "elsewhere":
+        return "elsewhere" if intent == OTHER_TOWN else "here"
     raise ValueError(head)
 
 
@@ -91,12 +98,19 @@ class SignalClassifier(GraphComponent):
         return {
             "max_iter": 400,
             "C": 1.0,
+            # weight of the danger classes against "none" (1.0) in the danger head; "balanced"
+            # weighs them by their rarity (~40x here), which finds more and raises more false alarms
+            "danger_class_weight": "balanced",
             # danger probability (1 - p(none)) at or above which the message is an emergency
             "urgent_threshold": 0.5,
             # ... at or above which the normal answer also carries the emergency line
             "possible_threshold": 0.25,
             # an urgence_* intent whose danger probability is below this is a false alarm
             "veto_threshold": 0.1,
+            # weight of "about another town" against "about ours" (1.0), and the probability at
+            # or above which a message about our facts is read as about another town
+            "elsewhere_class_weight": 10.0,
+            "elsewhere_threshold": 0.5,
         }
 
     def __init__(self, config: Dict[Text, Any], model_storage: ModelStorage, resource: Resource) -> None:
@@ -137,12 +151,19 @@ class SignalClassifier(GraphComponent):
                 logger.debug("signal head %s: fewer than two labels, not trained", head)
                 continue
             clf = LogisticRegression(C=self.config["C"], max_iter=self.config["max_iter"],
-                                     class_weight="balanced", random_state=42)
+                                     class_weight=self._class_weight(head, classes), random_state=42)
             clf.fit(X[rows], [labels[i] for i in rows])
             clf.coef_ = np.asfortranarray(clf.coef_)  # contiguous transpose at prediction
             self.heads[head] = clf
         self.persist()
         return self._resource
+
+    def _class_weight(self, head: str, classes: set) -> Any:
+        weight = self.config.get(f"{head}_class_weight", "balanced")
+        if weight == "balanced":
+            return "balanced"
+        common = {"danger": NONE, "elsewhere": "here"}[head]
+        return {label: (1.0 if label == common else float(weight)) for label in classes}
 
     def persist(self) -> None:
         import skops.io as sio
@@ -186,8 +207,10 @@ class SignalClassifier(GraphComponent):
             danger = predictions["danger"][index]
             kind = predictions["kind"][index]
             language = predictions["language"][index]
+            elsewhere = predictions["elsewhere"][index].get("elsewhere", 0.0)
             signals = {
                 "danger": self._settle_danger(message, danger),
+                "elsewhere": self._settle_elsewhere(message, elsewhere),
                 "kind": max(kind, key=kind.get) if kind else None,
                 "kind_probabilities": {k: round(v, 4) for k, v in kind.items()},
                 "language": max(language, key=language.get) if language else "fr",
@@ -220,6 +243,14 @@ class SignalClassifier(GraphComponent):
             self._replace_intent(message, {"name": INTENT_BY_DANGER[reason], "confidence": round(p_danger, 4)})
         return {"level": level, "reason": reason if level != NONE else None,
                 "probability": round(p_danger, 4), "lexical": bool(lexical)}
+
+    def _settle_elsewhere(self, message: Message, probability: float) -> float:
+        """A question or report about another commune: the other_town intent (never our facts)."""
+        name = (message.get(INTENT) or {}).get("name") or ""
+        if probability >= self.config["elsewhere_threshold"] and name.startswith(_ANSWERS_WITH_OUR_FACTS) \
+                and name not in DANGER_BY_INTENT:
+            self._replace_intent(message, {"name": OTHER_TOWN, "confidence": round(probability, 4)})
+        return round(probability, 4)
 
     @staticmethod
     def _best_other_intent(message: Message) -> Dict[str, Any]:

@@ -1,0 +1,123 @@
+"""What the assistant understands, through the real stack (trained model with its signal heads,
+action server, SQLite): danger without the usual words, look-alikes, complaints, public-comment
+style, other towns, English, and follow-ups that use the conversation."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import requests
+
+from bot.tickets import TicketStore
+
+pytestmark = pytest.mark.slow
+
+
+def say(stack, sender: str, text: str) -> list[str]:
+    response = requests.post(stack.rest_url, json={"sender": sender, "message": text}, timeout=60)
+    response.raise_for_status()
+    return [m.get("text", "") for m in response.json()]
+
+
+@pytest.fixture
+def sender() -> str:
+    return f"und-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def tickets(stack) -> TicketStore:
+    return TicketStore(stack.database_url)
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("mon petit de deux ans est grimpé sur la rambarde du balcon au 4e étage et je n'arrive pas à le rattraper",
+     "distress_danger"),
+    ("ma voisine de 88 ans, on ne l'a pas vue depuis cinq jours, son courrier déborde et elle ne répond pas",
+     "distress_danger"),
+    ("je ne vois plus l'intérêt de continuer, tout le monde serait mieux sans moi", "distress_suicide"),
+])
+def test_danger_told_without_the_usual_words_gets_the_emergency_numbers(stack, sender, tickets, text, reason):
+    replies = say(stack, sender, text)
+    [ticket] = tickets.for_conversation(sender)
+    assert ticket.kind == "handoff" and ticket.urgent and ticket.handoff_reason == reason
+    assert any("112" in r for r in replies)
+
+
+@pytest.mark.parametrize("text, queue", [
+    ("le feu piéton du carrefour de la Poste ne passe plus au vert", "voirie"),
+    ("mdr trop bien la fête de la musique hier soir, c'était mortel 😂", None),
+])
+def test_look_alikes_are_not_an_emergency(stack, sender, tickets, text, queue):
+    replies = say(stack, sender, text)
+    found = tickets.for_conversation(sender)
+    assert not any(t.urgent or t.kind == "handoff" for t in found)
+    assert not any("🚨" in r for r in replies)
+    if queue:
+        assert [t.queue for t in found] == [queue] or any("Où exactement" in r for r in replies)
+    else:
+        assert found == []
+
+
+def test_a_complaint_is_acknowledged_never_a_cheerful_receipt(stack, sender, tickets):
+    replies = say(stack, sender, "trois semaines que j'ai signalé les poubelles qui débordent rue Hoche et toujours "
+                                 "rien, franchement c'est lamentable")
+    [ticket] = tickets.for_conversation(sender)
+    assert ticket.queue == "proprete" and ticket.kind == "complaint"
+    assert any("on fait remonter" in r for r in replies) and not any("✅" in r for r in replies)
+
+
+def test_general_discontent_goes_to_a_person_with_empathy(stack, sender, tickets):
+    replies = say(stack, sender, "de toute façon à la mairie personne ne répond jamais, on se sent abandonnés")
+    [ticket] = tickets.for_conversation(sender)
+    assert ticket.kind == "handoff" and ticket.handoff_reason == "complaint" and not ticket.urgent
+    assert any("désolés" in r for r in replies)
+
+
+def test_thanks_to_the_staff_get_a_warm_reply_and_no_ticket(stack, sender, tickets):
+    replies = say(stack, sender, "un grand bravo aux agents pour le déneigement ce matin, super boulot 👏")
+    assert tickets.for_conversation(sender) == []
+    assert any("Merci" in r for r in replies)
+
+
+def test_advertising_gets_no_ticket_and_no_status(stack, sender, tickets):
+    replies = say(stack, sender, "Gagnez 300€ par jour depuis chez vous 💸💸 infos en DM, lien dans ma bio")
+    assert tickets.for_conversation(sender) == []
+    assert any("publicité" in r for r in replies)
+
+
+def test_another_town_is_not_answered_with_our_facts(stack, sender, tickets):
+    replies = say(stack, sender, "bonjour, la mairie de Saint-Aubin-sur-Loire est ouverte le samedi matin ?")
+    assert tickets.for_conversation(sender) == []
+    assert any("que pour la Ville de Valbourg" in r for r in replies)
+    assert not any("valbourg.example/mairie" in r for r in replies)
+
+
+def test_english_writers_get_the_french_answer_and_one_english_sentence(stack, sender):
+    replies = say(stack, sender, "hello, what time does the town hall open on saturday please?")
+    assert any("valbourg.example/mairie" in r for r in replies)
+    assert any("In English" in r for r in replies)
+
+
+def test_a_follow_up_question_answers_the_same_topic(stack, sender):
+    say(stack, sender, "la piscine est ouverte le mardi ?")
+    replies = say(stack, sender, "et le samedi ?")
+    assert any("valbourg.example/piscine" in r for r in replies)
+
+
+def test_a_vague_place_is_not_an_address(stack, sender, tickets):
+    assert any("Où exactement" in r for r in say(stack, sender, "un lampadaire est en panne depuis hier"))
+    again = say(stack, sender, "devant chez moi")
+    assert tickets.for_conversation(sender) == [] and any("adresse" in r for r in again)
+    say(stack, sender, "au 4 rue des Acacias")
+    [ticket] = tickets.for_conversation(sender)
+    assert ticket.queue == "voirie" and "Acacias" in (ticket.location or "")
+
+
+def test_a_detail_just_after_a_ticket_is_added_to_it(stack, sender, tickets):
+    say(stack, sender, "il y a un gros nid-de-poule devant le 15 avenue Foch")
+    [ticket] = tickets.for_conversation(sender)
+    replies = say(stack, sender, "il est vraiment profond, les vélos font des écarts")
+    assert [t.id for t in tickets.for_conversation(sender)] == [ticket.id]
+    assert any(ticket.reference in r for r in replies)
+    assert "profond" in tickets.get(ticket.id).summary
+    assert any("Bonne journée" in r or "plaisir" in r for r in say(stack, sender, "merci beaucoup"))
