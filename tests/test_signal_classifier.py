@@ -30,10 +30,19 @@ def danger(p_violence=0.0, p_danger=0.0, p_suicide=0.0) -> dict:
 
 def test_a_danger_the_head_is_sure_of_becomes_the_urgent_intent():
     msg = message("le petit est assis sur le rebord de la fenêtre du 4e", "ticket_education", "faq_cantine_periscolaire")
-    settled = component()._settle_danger(msg, danger(p_danger=0.7, p_violence=0.1))
+    settled = component()._settle_danger(msg, danger(p_danger=0.9, p_violence=0.05))
     assert settled["level"] == "urgent" and settled["reason"] == "danger"
     assert msg.get("intent")["name"] == "urgence_danger"
     assert msg.get("intent_before_signals")["name"] == "ticket_education"
+
+
+def test_a_sure_sentence_of_a_long_message_is_enough():
+    msg = message("Merci pour le calendrier. Au fait, des flammes sortent du local poubelles de l'école.",
+                  "thank", "faq_collecte_dechets")
+    settled = component()._settle_danger(msg, danger(p_danger=0.2), sentence=danger(p_danger=0.75))
+    assert settled["level"] == "urgent" and msg.get("intent")["name"] == "urgence_danger"
+    unsure = message("Merci. Ça va finir par un accident un jour.", "thank")
+    assert component()._settle_danger(unsure, danger(p_danger=0.1), sentence=danger(p_danger=0.5))["level"] == "possible"
 
 
 def test_an_urgent_intent_the_head_rejects_is_a_false_alarm():
@@ -44,14 +53,14 @@ def test_an_urgent_intent_the_head_rejects_is_a_false_alarm():
 
 def test_an_urgent_intent_with_some_danger_stays_urgent():
     msg = message("mon voisin ne répond plus", "urgence_danger", "ticket_social")
-    settled = component()._settle_danger(msg, danger(p_danger=0.3))
+    settled = component()._settle_danger(msg, danger(p_danger=0.4))
     assert settled["level"] == "urgent" and settled["reason"] == "danger"
     assert msg.get("intent")["name"] == "urgence_danger"
 
 
 def test_an_unsure_danger_keeps_the_intent_and_is_marked_possible():
     msg = message("je suis à bout", "ticket_social", "faq_aides_sociales")
-    settled = component()._settle_danger(msg, danger(p_suicide=0.3))
+    settled = component()._settle_danger(msg, danger(p_suicide=0.5))
     assert settled["level"] == "possible" and msg.get("intent")["name"] == "ticket_social"
 
 
@@ -91,3 +100,24 @@ def example(intent: str, intent_metadata: dict | None = None, example_metadata: 
 ])
 def test_each_head_learns_its_label_from_the_training_data(msg, head, label):
     assert training_label(head, msg) == label
+
+
+def test_a_question_about_another_town_is_not_answered_with_our_facts():
+    signals = component()
+    msg = message("la piscine de Trélazé ouvre quand ?", "faq_piscine", "other_town")
+    assert signals._settle_elsewhere(msg, 0.8) == 0.8 and msg.get("intent")["name"] == "other_town"
+    calm = message("la piscine ouvre quand ?", "faq_piscine")
+    signals._settle_elsewhere(calm, 0.1)
+    assert calm.get("intent")["name"] == "faq_piscine"
+    handoff = message("passez-moi quelqu'un de la mairie de Trélazé", "handoff_human")
+    signals._settle_elsewhere(handoff, 0.9)  # a request for a person stays one
+    assert handoff.get("intent")["name"] == "handoff_human"
+
+
+def test_sentences_of_a_long_message():
+    from bot.integrations.need_focused_classifier import sentence_spans
+
+    text = "Bonjour. On a déménagé l'an dernier avec les enfants!! Bref, la piscine ouvre dimanche ?"
+    assert [text[a:b].strip() for a, b in sentence_spans(text)] == [
+        "Bonjour.", "On a déménagé l'an dernier avec les enfants!!", "Bref, la piscine ouvre dimanche ?"]
+    assert sentence_spans("pas de ponctuation du tout") == [(0, 26)]

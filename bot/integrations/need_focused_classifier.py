@@ -16,7 +16,7 @@ import re
 from typing import Any, Dict, List, Optional, Text
 
 import numpy as np
-from scipy.sparse import csr_matrix
+from scipy.sparse import csr_matrix, vstack
 
 from rasa.engine.recipes.default_recipe import DefaultV1Recipe
 from rasa.nlu.classifiers.logistic_regression_classifier import LogisticRegressionClassifier
@@ -44,6 +44,25 @@ def sentence_spans(text: str) -> List[tuple]:
     if start < len(text) and text[start:].strip():
         spans.append((start, len(text)))
     return spans
+
+
+def sentence_features(message: Message, spans: List[tuple], min_tokens: int = 1) -> Optional[csr_matrix]:
+    """One row per sentence: the sum of its tokens' sequence features (the columns of the
+    message's sentence features), or None when the message has no usable sequence features."""
+    tokens = message.get(TEXT_TOKENS) or []
+    sequence = message.get_sparse_features(attribute=TEXT)[0]
+    if sequence is None or not tokens:
+        return None
+    rows = csr_matrix(sequence.features)
+    if rows.shape[0] != len(tokens):
+        return None
+    starts = np.array([t.start for t in tokens])
+    segments = []
+    for start, end in spans:
+        index = np.nonzero((starts >= start) & (starts < end))[0]
+        if len(index) >= min_tokens:
+            segments.append(csr_matrix(rows[index].sum(axis=0)))
+    return vstack(segments).tocsr() if segments else None
 
 
 @DefaultV1Recipe.register(DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER, is_trainable=True)
@@ -75,23 +94,10 @@ class NeedFocusedClassifier(LogisticRegressionClassifier):
         whole = message.get("intent") or {}
         if is_need(whole.get("name")) and whole.get("confidence", 0) >= self.config["whole_confidence"]:
             return
-        sequence = message.get_sparse_features(attribute=TEXT)[0]
-        if sequence is None:
+        segments = sentence_features(message, spans)
+        if segments is None or segments.shape[0] < 2:
             return
-        rows = csr_matrix(sequence.features)
-        if rows.shape[0] != len(tokens):
-            return
-        starts = np.array([t.start for t in tokens])
-        segments = []
-        for start, end in spans:
-            index = np.nonzero((starts >= start) & (starts < end))[0]
-            if len(index):
-                segments.append(csr_matrix(rows[index].sum(axis=0)))
-        if len(segments) < 2:
-            return
-        from scipy.sparse import vstack
-
-        probabilities = self.clf.predict_proba(vstack(segments))
+        probabilities = self.clf.predict_proba(segments)
         intents = self.clf.classes_
         for row in probabilities[::-1]:  # the last sentence that states a need
             best = int(np.argmax(row))

@@ -41,6 +41,7 @@ from rasa.shared.nlu.constants import INTENT, METADATA, METADATA_EXAMPLE, METADA
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
+from bot.integrations.need_focused_classifier import sentence_features, sentence_spans
 from bot.safety import danger_reason as lexical_danger_reason
 
 logger = logging.getLogger(__name__)
@@ -101,14 +102,18 @@ class SignalClassifier(GraphComponent):
             # weight of the danger classes against "none" (1.0) in the danger head; "balanced"
             # weighs them by their rarity (~40x here), which finds more and raises more false alarms
             "danger_class_weight": "balanced",
-            # danger probability (1 - p(none)) at or above which the message is an emergency
-            "urgent_threshold": 0.5,
+            # danger probability (1 - p(none)) of the whole message at or above which it is an
+            # emergency, and the same for its most dangerous sentence (long messages)
+            "urgent_threshold": 0.9,
+            "sentence_urgent_threshold": 0.7,
             # ... at or above which the normal answer also carries the emergency line
-            "possible_threshold": 0.25,
+            "possible_threshold": 0.3,
             # an urgence_* intent whose danger probability is below this is a false alarm
-            "veto_threshold": 0.1,
+            "veto_threshold": 0.3,
             # weight of "about another town" against "about ours" (1.0), and the probability at
             # or above which a message about our facts is read as about another town
+            # sentences of at least this many tokens are also read alone by the danger head
+            "sentence_min_tokens": 4,
             "elsewhere_class_weight": 10.0,
             "elsewhere_threshold": 0.5,
         }
@@ -219,22 +224,46 @@ class SignalClassifier(GraphComponent):
             message.set(SIGNALS, signals, add_to_output=True)
         return messages
 
-    def _settle_danger(self, message: Message, probabilities: Dict[str, float]) -> Dict[str, Any]:
-        """Decide the danger level and make the intent agree with it."""
+    def _sentence_danger(self, message: Message) -> Dict[str, float]:
+        """In a long message the danger head also reads each sentence alone ("…et en passant devant
+        l'école j'ai vu des flammes"): the most dangerous sentence's reading ({} for one sentence)."""
+        spans = sentence_spans(message.get(TEXT) or "")
+        if len(spans) < 2 or "danger" not in self.heads:
+            return {}
+        rows = sentence_features(message, spans, min_tokens=self.config["sentence_min_tokens"])
+        if rows is None:
+            return {}
+        return min(self._probabilities("danger", rows), key=lambda reading: reading.get(NONE, 1.0))
+
+    def _settle_danger(self, message: Message, probabilities: Dict[str, float],
+                       sentence: Optional[Dict[str, float]] = None) -> Dict[str, Any]:
+        """Decide the danger level and make the intent agree with it.
+
+        ``probabilities`` is the head's reading of the whole message, ``sentence`` that of its most
+        dangerous sentence (long messages). Urgent: the lexical net, a sure whole-message reading,
+        a sure sentence, or an urgence_* intent the head does not reject."""
+        if sentence is None:
+            sentence = self._sentence_danger(message)
         intent = message.get(INTENT) or {}
         name = intent.get("name")
-        p_danger = 1.0 - probabilities.get(NONE, 1.0)
-        reasons = {r: p for r, p in probabilities.items() if r != NONE}
+        p_whole = 1.0 - probabilities.get(NONE, 1.0)
+        p_sentence = 1.0 - sentence.get(NONE, 1.0) if sentence else 0.0
+        reading = sentence if p_sentence > p_whole else probabilities
+        p_danger = max(p_whole, p_sentence)
+        reasons = {r: p for r, p in reading.items() if r != NONE}
         reason = max(reasons, key=reasons.get) if reasons else None
         lexical = REASON_BY_LEXICAL.get(lexical_danger_reason(message.get(TEXT)) or "")
+        has_head = self.heads.get("danger") is not None
         level = NONE
-        if lexical or p_danger >= self.config["urgent_threshold"]:
+        if lexical or p_whole >= self.config["urgent_threshold"] \
+                or p_sentence >= self.config["sentence_urgent_threshold"]:
             level = "urgent"
             reason = lexical or (DANGER_BY_INTENT.get(name) if name in DANGER_BY_INTENT else reason)
-        elif name in DANGER_BY_INTENT and self.heads.get("danger") is not None \
-                and p_danger < self.config["veto_threshold"]:
+        elif name in DANGER_BY_INTENT and has_head and p_whole < self.config["veto_threshold"]:
             self._replace_intent(message, self._best_other_intent(message))
             name = None
+            if p_danger >= self.config["possible_threshold"]:
+                level = "possible"
         elif name in DANGER_BY_INTENT:
             level, reason = "urgent", DANGER_BY_INTENT[name]
         elif p_danger >= self.config["possible_threshold"]:
