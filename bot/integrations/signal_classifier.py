@@ -37,7 +37,7 @@ from rasa.engine.recipes.default_recipe import DefaultV1Recipe
 from rasa.engine.storage.resource import Resource
 from rasa.engine.storage.storage import ModelStorage
 from rasa.nlu.featurizers.featurizer import Featurizer
-from rasa.shared.nlu.constants import INTENT, METADATA, METADATA_EXAMPLE, METADATA_INTENT, TEXT
+from rasa.shared.nlu.constants import INTENT, METADATA, METADATA_EXAMPLE, METADATA_INTENT, TEXT, TEXT_TOKENS
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
@@ -112,8 +112,10 @@ class SignalClassifier(GraphComponent):
             "veto_threshold": 0.3,
             # weight of "about another town" against "about ours" (1.0), and the probability at
             # or above which a message about our facts is read as about another town
-            # sentences of at least this many tokens are also read alone by the danger head
-            "sentence_min_tokens": 4,
+            # in a message of at least sentence_message_tokens tokens, sentences of at least
+            # sentence_min_tokens tokens are also read alone by the danger head
+            "sentence_message_tokens": 15,
+            "sentence_min_tokens": 8,
             "elsewhere_class_weight": 10.0,
             "elsewhere_threshold": 0.5,
         }
@@ -228,7 +230,8 @@ class SignalClassifier(GraphComponent):
         """In a long message the danger head also reads each sentence alone ("…et en passant devant
         l'école j'ai vu des flammes"): the most dangerous sentence's reading ({} for one sentence)."""
         spans = sentence_spans(message.get(TEXT) or "")
-        if len(spans) < 2 or "danger" not in self.heads:
+        if len(spans) < 2 or "danger" not in self.heads \
+                or len(message.get(TEXT_TOKENS) or []) < self.config["sentence_message_tokens"]:
             return {}
         rows = sentence_features(message, spans, min_tokens=self.config["sentence_min_tokens"])
         if rows is None:
