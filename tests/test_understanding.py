@@ -3,30 +3,11 @@ action server, SQLite): danger without the usual words, look-alikes, complaints,
 style, other towns, English, and follow-ups that use the conversation."""
 from __future__ import annotations
 
-import uuid
-
 import pytest
-import requests
 
-from bot.tickets import TicketStore
+from test_integration import say, sender, tickets  # noqa: F401 - the same client and fixtures
 
 pytestmark = pytest.mark.slow
-
-
-def say(stack, sender: str, text: str) -> list[str]:
-    response = requests.post(stack.rest_url, json={"sender": sender, "message": text}, timeout=60)
-    response.raise_for_status()
-    return [m.get("text", "") for m in response.json()]
-
-
-@pytest.fixture
-def sender() -> str:
-    return f"und-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def tickets(stack) -> TicketStore:
-    return TicketStore(stack.database_url)
 
 
 @pytest.mark.parametrize("text, reason", [
