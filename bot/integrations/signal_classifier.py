@@ -116,6 +116,9 @@ class SignalClassifier(GraphComponent):
             # sentence_min_tokens tokens are also read alone by the danger head
             "sentence_message_tokens": 15,
             "sentence_min_tokens": 8,
+            # ... and only when the whole message already shows a trace of danger: a story with
+            # none at all is not searched sentence by sentence (fewer false alarms, same recall)
+            "sentence_whole_floor": 0.01,
             "elsewhere_class_weight": 10.0,
             "elsewhere_threshold": 0.5,
         }
@@ -245,11 +248,11 @@ class SignalClassifier(GraphComponent):
         ``probabilities`` is the head's reading of the whole message, ``sentence`` that of its most
         dangerous sentence (long messages). Urgent: the lexical net, a sure whole-message reading,
         a sure sentence, or an urgence_* intent the head does not reject."""
+        p_whole = 1.0 - probabilities.get(NONE, 1.0)
         if sentence is None:
-            sentence = self._sentence_danger(message)
+            sentence = self._sentence_danger(message) if p_whole >= self.config["sentence_whole_floor"] else {}
         intent = message.get(INTENT) or {}
         name = intent.get("name")
-        p_whole = 1.0 - probabilities.get(NONE, 1.0)
         p_sentence = 1.0 - sentence.get(NONE, 1.0) if sentence else 0.0
         reading = sentence if p_sentence > p_whole else probabilities
         p_danger = max(p_whole, p_sentence)
