@@ -110,8 +110,6 @@ class SignalClassifier(GraphComponent):
             "possible_threshold": 0.3,
             # an urgence_* intent whose danger probability is below this is a false alarm
             "veto_threshold": 0.3,
-            # weight of "about another town" against "about ours" (1.0), and the probability at
-            # or above which a message about our facts is read as about another town
             # in a message of at least sentence_message_tokens tokens, sentences of at least
             # sentence_min_tokens tokens are also read alone by the danger head
             "sentence_message_tokens": 15,
@@ -119,6 +117,8 @@ class SignalClassifier(GraphComponent):
             # ... and only when the whole message already shows a trace of danger: a story with
             # none at all is not searched sentence by sentence (fewer false alarms, same recall)
             "sentence_whole_floor": 0.01,
+            # weight of "about another town" against "about ours" (1.0), and the probability at
+            # or above which a message about our facts is read as about another town
             "elsewhere_class_weight": 10.0,
             "elsewhere_threshold": 0.5,
         }
