@@ -7,8 +7,9 @@ a long message on its own (the sum of its tokens' rows of the sequence features:
 columns as the message's sentence features) and, when the last sentence that asks for something
 the town does (an FAQ topic, a ticket, a hand-off, a status, another town) is clear about it,
 that intent is the message's. Short messages, and long ones whose sentences agree with the whole,
-are classified exactly as before. Danger anywhere in the message is still read on the whole
-message by the signal heads (bot/integrations/signal_classifier.py).
+are classified exactly as before. Danger is read separately, on the whole message and on its
+sentences, by the signal heads (bot/integrations/signal_classifier.py), which reuse
+``sentence_spans`` and ``sentence_features`` from here.
 """
 from __future__ import annotations
 
