@@ -547,9 +547,12 @@ def profile_in_process(model: Path, stack: Any, endpoints_file: Path, plan: Sequ
 
     from rasa.utils.log_utils import configure_structlog
 
+    from bot.stack import own_database
+
     configure_logging_and_warnings(logging.WARNING)
     configure_structlog(logging.WARNING)
-    return asyncio.run(_profile(model, stack, endpoints_file, plan))
+    with own_database(stack.database_url, endpoints_file.parent):
+        return asyncio.run(_profile(model, stack, endpoints_file, plan))
 
 
 # --- one model --------------------------------------------------------------------------------
@@ -727,13 +730,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tracker", choices=("sql", "memory"), default="sql", help="tracker store (lever)")
     parser.add_argument("--parse-samples", type=int, default=120, help="/model/parse requests")
     parser.add_argument("--no-profile", action="store_true", help="skip the in-process profile")
+    parser.add_argument("--profile-messages", type=int, default=50, help="messages of the in-process profile")
     parser.add_argument("--lever", action="append", default=[], choices=("sqlite-pool", "sqlite-normal"),
                         help="bench-only experiment in the servers (bench/levers/sitecustomize.py); repeatable")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     options = Options(levels=parse_levels(args.levels), messages=args.messages, out=args.out, stock=not args.no_stock,
                       stock_epochs=args.stock_epochs or None, tracker=args.tracker, profile=not args.no_profile,
-                      parse_samples=args.parse_samples, levers=tuple(args.lever))
+                      parse_samples=args.parse_samples, profile_messages=args.profile_messages,
+                      levers=tuple(args.lever))
     if options.levers:  # the in-process profile gets the same experiments as the servers
         import runpy
 

@@ -238,6 +238,20 @@ def db_upgrade() -> None:
     typer.echo(f"Base à jour : {url}")
 
 
+@db_app.command("remove-tool-data")
+def db_remove_tool_data(dry_run: bool = typer.Option(False, "--dry-run", help="Compter seulement, sans rien modifier."),
+                        yes: bool = typer.Option(False, "--yes", help="Confirmer la suppression (irréversible).")) -> None:
+    """Supprimer les conversations qu'une ancienne version de guichet eval / bench / soak a écrites par erreur
+    dans la base de la collectivité (canal « eval », expéditeurs « eval-… », « bench-… », « soak-… »)."""
+    from bot.tool_data import remove_tool_data
+
+    if not yes and not dry_run:
+        _fail("La suppression est irréversible : ajoutez --yes pour confirmer (ou --dry-run pour compter).")
+    typer.echo(f"Base : {get_settings().database_url}")
+    for line in remove_tool_data(_store(), dry_run=dry_run).lines():
+        typer.echo(line)
+
+
 def _store():
     from bot.tickets import TicketStore
 

@@ -145,7 +145,7 @@ async def _evaluate(cases: list[Case], model: Path, action_url: str, database_ur
 
 def evaluate(cases_path: Path, model: Path, json_path: Path | None = None, concurrency: int = 8,
              work_dir: Path | None = None) -> tuple[list[CaseResult], float]:
-    from bot.stack import base_env, free_port, start_action_server, stop
+    from bot.stack import base_env, free_port, own_database, start_action_server, stop
 
     cases = load_cases(cases_path)
     with tempfile.TemporaryDirectory(prefix="guichet-eval-", dir=work_dir) as tmp:
@@ -157,8 +157,9 @@ def evaluate(cases_path: Path, model: Path, json_path: Path | None = None, concu
         env = base_env(database_url, GUICHET_TRUST_CLIENT_CLOCK="1")
         action = start_action_server(port, env, Path(tmp) / "actions.log")
         try:
-            results = asyncio.run(_evaluate(cases, model, f"http://127.0.0.1:{port}/webhook",
-                                            database_url, concurrency))
+            with own_database(database_url, Path(tmp)):
+                results = asyncio.run(_evaluate(cases, model, f"http://127.0.0.1:{port}/webhook",
+                                                database_url, concurrency))
         finally:
             stop(action)
     passed = sum(r.passed for r in results)

@@ -71,6 +71,24 @@ def wait_http(url: str, process: subprocess.Popen, timeout: float, log: Path | N
     raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
 
 
+@contextmanager
+def own_database(database_url: str, work_dir: Path) -> Iterator[None]:
+    """For the tools that run conversations inside this process (``guichet eval``, the bench
+    profile): whatever falls back to the settings (broker, spool, notifications) uses the tool's
+    own database and folder, never the town's."""
+    overrides = {"GUICHET_DATABASE_URL": database_url, "GUICHET_SPOOL_DIR": str(Path(work_dir) / "spool")}
+    saved = {name: os.environ.get(name) for name in overrides}
+    os.environ.update(overrides)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def base_env(database_url: str, **extra: str) -> dict:
     env = dict(os.environ)
     env.update({"GUICHET_DATABASE_URL": database_url, "PYTHONPATH": str(PROJECT_ROOT),

@@ -1,9 +1,12 @@
 """Shared fixtures: a fresh SQLite database per test, the trained model, a running stack."""
 from __future__ import annotations
 
+import hashlib
 import os
+import sqlite3
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,12 +16,51 @@ REFERENCE = ROOT.parent / "shared" / "reference"
 os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+# The "town's database" of the test session: anything that falls back to the settings instead of
+# using its own database lands here, and the session fails at the end if it changed (eval, soak,
+# bench and the tests must write only to their own databases). It also keeps the developer's
+# var/guichet.db out of reach of the tests.
+TOWN_DIR = Path(tempfile.mkdtemp(prefix="guichet-town-"))
+TOWN_DATABASE_URL = f"sqlite:///{TOWN_DIR / 'guichet.db'}"
+os.environ["GUICHET_VAR_DIR"] = str(TOWN_DIR)
+os.environ["GUICHET_DATABASE_URL"] = TOWN_DATABASE_URL
+os.environ.pop("GUICHET_SPOOL_DIR", None)
+
 # Property tests draw the same examples on every run (a CI run must not fail by luck); set
 # GUICHET_HYPOTHESIS_RANDOM=1 to explore new ones locally.
 from hypothesis import settings as _hypothesis_settings  # noqa: E402
 
 _hypothesis_settings.register_profile("guichet", derandomize=os.environ.get("GUICHET_HYPOTHESIS_RANDOM") != "1")
 _hypothesis_settings.load_profile("guichet")
+
+
+def town_fingerprint() -> str:
+    """Every row of the town's database and every file of its folder (the spool included)."""
+    digest = hashlib.sha256()
+    connection = sqlite3.connect(TOWN_DIR / "guichet.db")
+    try:
+        for line in connection.iterdump():
+            digest.update(line.encode())
+    finally:
+        connection.close()
+    for path in sorted(TOWN_DIR.rglob("*")):
+        if path.is_file() and path.name not in ("guichet.db", "guichet.db-journal") and path.suffix != ".lock":
+            digest.update(str(path.relative_to(TOWN_DIR)).encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def town_database_untouched():
+    from bot import db
+    from bot.tickets import NewTicket, TicketStore
+
+    db.upgrade(TOWN_DATABASE_URL)
+    TicketStore(TOWN_DATABASE_URL).create(NewTicket(kind="report", queue="voirie", conversation_id="tg-1",
+                                                    channel="telegram", summary="lampadaire éteint"))
+    before = town_fingerprint()
+    yield
+    if town_fingerprint() != before:
+        pytest.fail(f"a tool or a test wrote into the town's database ({TOWN_DATABASE_URL}) instead of its own")
 
 
 @pytest.fixture

@@ -35,8 +35,7 @@ class TranscriptBroker(EventBroker):
     @classmethod
     async def from_endpoint_config(cls, broker_config: Optional[EndpointConfig],
                                    event_loop: Optional[asyncio.AbstractEventLoop] = None) -> "TranscriptBroker":
-        url = broker_config.kwargs.get("url") if broker_config else None
-        return cls(url)
+        return cls(configured_url(broker_config))
 
     def publish_batch(self, sender_id: str, batch: List[Dict[Text, Any]]) -> None:
         """The events of one save of a conversation (called by our tracker store): its messages are
@@ -105,6 +104,14 @@ class TranscriptBroker(EventBroker):
 
     def is_ready(self) -> bool:
         return True
+
+
+def configured_url(broker_config: Optional[EndpointConfig]) -> Optional[str]:
+    """The database of the endpoint config. Rasa keeps ``url:`` in ``EndpointConfig.url``, not in its
+    kwargs: reading the kwargs silently fell back to the town's database (eval and bench wrote there)."""
+    if broker_config is None:
+        return None
+    return broker_config.url or broker_config.kwargs.get("url") or None
 
 
 def _when(event: Dict[Text, Any]) -> dt.datetime:
