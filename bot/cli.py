@@ -93,27 +93,30 @@ def run(
     model: Optional[Path] = typer.Option(None, help="Modèle à servir (défaut : le dernier de models/)."),
 ) -> None:
     """Démarre l'assistant (serveur d'actions + serveur Rasa, base SQLite par défaut) et la discussion locale."""
-    from bot.stack import running_stack
+    from bot.stack import StopRequested, running_stack, stop, stop_on_signals
 
     settings = get_settings()
     model_path = _model_path(model)
     typer.echo(f"Démarrage de l'assistant (base : {settings.database_url})...")
-    with running_stack(model_path, settings.database_url, settings.var_dir, settings.action_port,
-                       settings.rasa_port, settings.rasa_token) as stack:
-        typer.echo(f"Serveur Rasa : {stack.rasa_url} (canal REST : {stack.chat_url})")
-        telegram = _start_telegram(stack.rasa_url, settings.var_dir)
-        if chat and telegram is None:
-            local_chat(stack.chat_url)
-        else:
-            typer.echo("Ctrl-C pour arrêter.")
+    telegram = None
+    try:
+        with stop_on_signals(), running_stack(model_path, settings.database_url, settings.var_dir,
+                                              settings.action_port, settings.rasa_port, settings.rasa_token) as stack:
+            typer.echo(f"Serveur Rasa : {stack.rasa_url} (canal REST : {stack.chat_url})")
             try:
-                _wait_for_exit(stack.rasa, telegram)
-            except KeyboardInterrupt:
-                pass
+                telegram = _start_telegram(stack.rasa_url, settings.var_dir)
+                if chat and telegram is None:
+                    local_chat(stack.chat_url)
+                else:
+                    typer.echo("Prêt. Ctrl-C (ou SIGTERM) pour arrêter.")
+                    _wait_for_exit(stack.rasa, telegram)
             finally:
-                if telegram is not None and telegram.poll() is None:
-                    telegram.terminate()
-                    telegram.wait(15)
+                # The gateway first (no new messages), then Rasa, then the action server (running_stack).
+                stop(telegram)
+    except StopRequested as signal_name:
+        typer.echo(f"Arrêt demandé ({signal_name}) : assistant arrêté proprement.")
+    except KeyboardInterrupt:
+        typer.echo("Assistant arrêté.")
 
 
 def _wait_for_exit(rasa, telegram) -> None:

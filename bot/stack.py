@@ -122,7 +122,44 @@ def start_rasa_server(port: int, model: Path, endpoints: Path, env: dict, log: P
     return process
 
 
-def stop(process: subprocess.Popen | None, timeout: float = 10) -> None:
+class StopRequested(KeyboardInterrupt):
+    """SIGTERM, SIGINT or SIGHUP arrived: unwind, so that every ``finally`` stops its children."""
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Turn SIGTERM (``systemctl stop``, ``docker stop``), SIGHUP and SIGINT into a clean stop.
+
+    Python's default SIGTERM ends the process at once (no ``finally``: the Rasa and action servers
+    were left running without a parent), and a shell that starts a job in the background makes it
+    ignore SIGINT, which Python then keeps. Here the first signal unwinds the stack; later ones
+    only say that the stop is under way, so they cannot interrupt it half-way.
+    """
+    import signal
+
+    names = ("SIGTERM", "SIGINT", "SIGHUP")
+    previous = {name: signal.getsignal(getattr(signal, name)) for name in names}
+
+    def while_stopping(signum, frame) -> None:
+        print("Arrêt déjà en cours : les serveurs finissent les messages en cours.", file=sys.stderr, flush=True)
+
+    def first(signum, frame) -> None:
+        for name in names:
+            signal.signal(getattr(signal, name), while_stopping)
+        raise StopRequested(signal.Signals(signum).name)
+
+    for name in names:
+        signal.signal(getattr(signal, name), first)
+    try:
+        yield
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler if handler is not None else signal.SIG_DFL)
+
+
+def stop(process: subprocess.Popen | None, timeout: float = 20) -> None:
+    """SIGTERM, then SIGKILL after ``timeout`` seconds. Sanic (Rasa, the action server) finishes
+    the requests in flight on SIGTERM (its graceful shutdown lasts up to 15 s)."""
     if process is None or process.poll() is not None:
         return
     process.terminate()
