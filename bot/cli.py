@@ -10,7 +10,10 @@ from typing import List, Optional
 
 import typer
 
+from bot import cli_french
 from bot.settings import PROJECT_ROOT, get_settings
+
+cli_french.install()
 
 app = typer.Typer(help="Assistant d'accueil de la collectivité (Rasa) : lancer, entraîner, évaluer.",
                   no_args_is_help=True, add_completion=False)

@@ -69,8 +69,43 @@ def mentions_location(text: str) -> bool:
     return bool(_STREET.search(folded) or _PREPOSITION.search(folded) or _NUMBER.search(folded))
 
 
+# Where a place phrase stops: punctuation, or the words that start the rest of the sentence.
+_PLACE_END = re.compile(
+    r"[,.;:!?()\n]|\s(?:ne|n'|est|sont|etait|a (?:un|une|des|plus|pas|ete|encore)|y a|il y a|qui|que|depuis|et|mais|car|parce|alors|avec|pour|c'est"
+    r"|ca|cela|il|elle|ils|elles|on|nous|vous|je|j'|merci|svp|stp|s'il|des que|quand|encore|toujours|toute|tout"
+    r"|vraiment|completement|totalement)\b"
+)
+
+
+def _folded_with_positions(text: str) -> tuple[str, list[int]]:
+    """``fold`` character by character, with the index in ``text`` of each folded character."""
+    folded, positions = [], []
+    for index, char in enumerate(text):
+        for piece in fold(char) if not char.isspace() else " ":
+            folded.append(piece)
+            positions.append(index)
+    return "".join(folded), positions
+
+
 def extract_location(text: str) -> str | None:
-    """Best-effort place phrase for the ticket's location field (the message itself if unsure)."""
+    """The place phrase of a message for the ticket's "Lieu" ("devant le 12 rue des Tilleuls"),
+    in the citizen's own words; None when the message does not say where."""
     if not mentions_location(text):
         return None
-    return " ".join(text.split())[:300]
+    text = " ".join(text.split())
+    folded, positions = _folded_with_positions(text)
+    starts = []
+    named = _NAMED_LANDMARK.search(text)
+    if named:
+        starts.append((named.start(), named.end()))
+    masked = _VAGUE_PLACE.sub(lambda m: " " * len(m.group()), folded)
+    for pattern in (_PREPOSITION, _STREET, _NUMBER):
+        match = pattern.search(masked)
+        if match:
+            starts.append((positions[match.start()], positions[min(match.end(), len(positions)) - 1] + 1))
+    start, first_end = min(starts)
+    folded_from = positions.index(start) if start in positions else 0
+    stop = _PLACE_END.search(folded, max(folded_from, positions.index(first_end - 1) if first_end - 1 in positions else 0) + 1)
+    end = positions[stop.start()] if stop else len(text)
+    phrase = text[start:max(end, first_end)].strip(" ,.;:!?-")
+    return phrase[:200] or " ".join(text.split())[:300]

@@ -175,13 +175,17 @@ class StaffDesk:
         signed = f"{text}\n— {staff.signature(self.profile)}"
         message = self.store.add_message(ticket.conversation_id, ticket.channel, "staff", signed, ticket_id=ticket.id,
                                          author_name=staff.display_name)
+        self._mark_first_response(ticket.id)
+        relay.send_to_citizen(self.store, ticket.conversation_id, ticket.channel, signed, ticket.id)
+        return message
+
+    def _mark_first_response(self, ticket_id: int) -> None:
+        """A reply or a status message that reaches the citizen is the staff's first response."""
         with self.store.session() as session:
-            row = session.get(Ticket, ticket.id)
+            row = session.get(Ticket, ticket_id)
             row.first_response_at = row.first_response_at or utcnow()
             row.updated_at = utcnow()
             session.commit()
-        relay.send_to_citizen(self.store, ticket.conversation_id, ticket.channel, signed, ticket.id)
-        return message
 
     def note(self, staff: Staff, reference: str, text: str) -> Message:
         """A private note: stays on the ticket, never sent."""
@@ -199,7 +203,10 @@ class StaffDesk:
         if not staff.is_cm:
             raise DeskError("Seul le community manager oriente les tickets.")
         if service not in self.profile.services:
-            raise DeskError(f"Service inconnu « {_shown(service)} » : {', '.join(self.profile.services)}.")
+            choices = " ; ".join(f"{entry.name} ({slug})" for slug, entry in self.profile.services.items())
+            if not (service or "").strip():
+                raise DeskError(f"Choisissez le service qui doit recevoir ce ticket : {choices}.")
+            raise DeskError(f"Service inconnu « {_shown(service)} ». Services possibles : {choices}.")
         if kind not in ("report", "request", "complaint"):
             raise DeskError("Type inconnu : report, request ou complaint.")
         ticket = self.ticket(staff, reference)
@@ -278,6 +285,7 @@ class StaffDesk:
         if status == "duplicate" and ticket.duplicate_of_id:
             context["original"] = self.store.get(ticket.duplicate_of_id).reference
         text = self.replies.render(f"staff_notice.{status}", **context)
+        self._mark_first_response(ticket.id)
         relay.send_to_citizen(self.store, ticket.conversation_id, ticket.channel, text, ticket.id)
 
     def _resume(self, ticket: Ticket) -> None:

@@ -285,10 +285,25 @@ def _long_date(day: dt.date) -> str:
     return f"{day.day}{'er' if day.day == 1 else ''} {FRENCH_MONTHS[day.month - 1]} {day.year}"
 
 
-def _reason_label(reason: str) -> str:
-    if reason == UNKNOWN_REASON:
-        return "motif non précisé"
-    return HANDOFF_REASON_LABELS.get(reason, reason)
+def reason_label(reason: str) -> str:
+    """A hand-off reason as the page, its chart, the CSV reader and the terminal all show it."""
+    label = "motif non précisé" if reason == UNKNOWN_REASON else HANDOFF_REASON_LABELS.get(reason, reason)
+    return label[:1].upper() + label[1:]
+
+
+def share_text(share: float | None) -> str:
+    """A share as a French percentage that never rounds a real difference away: 840 of 843 is
+    "99,6 %", not "100 %"; 1 of 3,000 is "0,03 %", not "0 %"."""
+    if share is None:
+        return "—"
+    percent = 100 * float(share)
+    if percent <= 0 or percent >= 100:
+        return f"{percent:.0f} %"
+    for digits in (1, 2, 3):
+        rounded = round(percent, digits)
+        if 0 < rounded < 100:
+            return _number(rounded, digits).removesuffix(",00").removesuffix(",0") + " %"
+    return "< 0,001 %" if percent < 50 else "> 99,999 %"
 
 
 def _plural(count: int, singular: str, plural: str | None = None) -> str:
@@ -316,9 +331,9 @@ def format_text(figures: Figures) -> list[str]:
                  f"avec {busiest})")
     lines.append(line)
     lines.append(f"Conversations : {figures.conversations}, dont {figures.conversations_bot_only} "
-                 f"traitées par l'assistant seul ({_number(100 * figures.bot_only_share, 0)} %)")
+                 f"traitées par l'assistant seul ({share_text(figures.bot_only_share)})")
     lines.append(f"Transferts au community manager : {figures.handoffs}")
-    lines += [f"  - {_reason_label(reason)} : {count}" for reason, count in figures.handoffs_by_reason.items()]
+    lines += [f"  - {reason_label(reason)} : {count}" for reason, count in figures.handoffs_by_reason.items()]
     lines.append(f"Tickets créés : {figures.tickets}")
     for queue, by_status in figures.tickets_by_service_status.items():
         detail = ", ".join(f"{STATUS_LABELS.get(status, status).lower()} {count}"
@@ -424,7 +439,7 @@ def _chart_reasons(figures: Figures, ax) -> None:
     bars = ax.barh(positions, [count for _reason, count in rows], color=_BLUE)
     ax.bar_label(bars, padding=4, fontsize=12)
     ax.set_yticks(list(positions))
-    ax.set_yticklabels([_wrap(_reason_label(reason).capitalize(), 30 if len(rows) <= 6 else 36)
+    ax.set_yticklabels([_wrap(reason_label(reason), 30 if len(rows) <= 6 else 36)
                         for reason, _count in rows],
                        fontsize=_label_size(len(rows)))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -34,19 +34,25 @@ _hypothesis_settings.register_profile("guichet", derandomize=os.environ.get("GUI
 _hypothesis_settings.load_profile("guichet")
 
 
-def town_fingerprint() -> str:
-    """Every row of the town's database and every file of its folder (the spool included)."""
-    digest = hashlib.sha256()
+def town_state() -> dict[str, str]:
+    """A digest of every table of the town's database and of every file of its folder (spool...)."""
+    state: dict[str, str] = {}
     connection = sqlite3.connect(TOWN_DIR / "guichet.db")
     try:
-        for line in connection.iterdump():
-            digest.update(line.encode())
+        tables = [row[0] for row in connection.execute("select name from sqlite_master where type = 'table'")]
+        for table in sorted(tables):
+            rows = connection.execute(f'select * from "{table}" order by rowid').fetchall()
+            state[f"table {table}"] = hashlib.sha256(repr(rows).encode()).hexdigest()
     finally:
         connection.close()
     for path in sorted(TOWN_DIR.rglob("*")):
-        if path.is_file() and path.name not in ("guichet.db", "guichet.db-journal") and path.suffix != ".lock":
-            digest.update(str(path.relative_to(TOWN_DIR)).encode() + path.read_bytes())
-    return digest.hexdigest()
+        if path.is_file() and not path.name.startswith("guichet.db") and path.suffix != ".lock":
+            state[f"file {path.relative_to(TOWN_DIR)}"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return state
+
+
+def town_fingerprint() -> str:
+    return hashlib.sha256(repr(sorted(town_state().items())).encode()).hexdigest()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -57,10 +63,13 @@ def town_database_untouched():
     db.upgrade(TOWN_DATABASE_URL)
     TicketStore(TOWN_DATABASE_URL).create(NewTicket(kind="report", queue="voirie", conversation_id="tg-1",
                                                     channel="telegram", summary="lampadaire éteint"))
-    before = town_fingerprint()
+    before = town_state()
     yield
-    if town_fingerprint() != before:
-        pytest.fail(f"a tool or a test wrote into the town's database ({TOWN_DATABASE_URL}) instead of its own")
+    after = town_state()
+    changed = sorted(key for key in before.keys() | after.keys() if before.get(key) != after.get(key))
+    if changed:
+        pytest.fail(f"a tool or a test wrote into the town's database or folder ({TOWN_DIR}) instead of its own: "
+                    + ", ".join(changed))
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 import datetime as dt
 
+import pytest
 import pytz
 
 from bot.assistant import Conversation
@@ -100,3 +101,16 @@ def test_a_follow_up_on_the_same_service_does_not_make_a_second_ticket(assistant
     assert "Beaulieu" in assistant.store.get(ticket.id).location
     other = assistant.add_to_recent_ticket(Conversation("c6"), "et un lampadaire cassé", now, service="voirie")
     assert other is None
+
+
+@pytest.mark.parametrize("text, place", [
+    ("le lampadaire devant le 12 rue des Tilleuls ne s'allume plus", "devant le 12 rue des Tilleuls"),
+    ("Bonjour, il y a un trou énorme rue Pasteur, mon vélo est tombé dedans", "rue Pasteur"),
+    ("les poubelles ne sont pas ramassées avenue Jean Jaurès depuis 2 semaines", "avenue Jean Jaurès"),
+    ("tags sur le mur de l'école Jacques-Prévert, c'est dégueulasse", "école Jacques-Prévert"),
+    ("rue de la Gare à côté de la pharmacie", "rue de la Gare à côté de la pharmacie"),
+])
+def test_the_ticket_place_is_the_place_not_the_whole_message(text, place):
+    from bot.location import extract_location
+
+    assert extract_location(text) == place

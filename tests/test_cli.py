@@ -74,3 +74,15 @@ def test_wrong_arguments_explain_themselves(cli):
     assert "trop court" in short.stderr
     head = cli("staff", "add-user", "y", "--role", "head", "--service", "nope", "--password", "assez-long-123", ok=False)
     assert "service" in head.stderr
+
+
+def test_help_and_usage_errors_are_french_to_the_last_line(cli):
+    for args in (["--help"], ["tickets", "--help"], ["tickets", "route", "--help"], ["db", "remove-tool-data", "--help"]):
+        text = cli(*args).stdout
+        assert "Afficher cette aide et quitter." in text and "Utilisation :" in text, args
+        assert "Show this message" not in text and "Usage:" not in text and "Commands" not in text, args
+    for args, french in ((["tickets", "route"], "Argument manquant"), (["stats", "--days", "abc"], "nombre entier"),
+                         (["stats", "--dayz", "3"], "Option inconnue"), (["nope"], "Commande inconnue")):
+        result = cli(*args, ok=False)
+        assert result.returncode == 2 and french in result.stderr, (args, result.stderr)
+        assert "Error" not in result.stderr and "Try '" not in result.stderr, result.stderr

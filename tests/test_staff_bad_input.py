@@ -100,7 +100,7 @@ def test_status_and_close_notes_with_odd_text(client, store, name, text, stored,
 @pytest.mark.parametrize("field, values, message", [
     ("status", ["", " ", "fini", "new", "resolved\x00", "'; DROP TABLE ticket; --", "x" * 5000, "<script>"],
      "Statut inconnu"),
-    ("service", ["", "cantine", "voirie\x00", "../voirie", "' OR 1=1 --", "x" * 5000, "<b>voirie</b>"],
+    ("service", ["cantine", "voirie\x00", "../voirie", "' OR 1=1 --", "x" * 5000, "<b>voirie</b>"],
      "Service inconnu"),
 ])
 def test_status_and_route_with_unknown_values(client, store, field, values, message):

@@ -233,8 +233,8 @@ def test_text_summary_in_french(store, profile, hours, week):
     text = "\n".join(lines)
     assert lines[0] == "Statistiques du 25/11/2026 au 01/12/2026 (7 jours)"
     assert "Messages des habitants : 20 (2,9 par jour en moyenne" in text
-    assert "Conversations : 17, dont 8 traitées par l'assistant seul (47 %)" in text
-    assert "  - demande à parler à une personne : 2" in lines
+    assert "Conversations : 17, dont 8 traitées par l'assistant seul (47,1 %)" in text
+    assert "  - Demande à parler à une personne : 2" in lines
     assert "  - Voirie et éclairage public : 3 (nouveau 1, résolu 2)" in lines
     assert "  - première réponse : médiane 1 h 30, 9 sur 10 en moins de 3 h 12 (5 tickets)" in lines
     assert "  - Police municipale et tranquillité publique (cible 8 h) : 1" in lines
@@ -259,3 +259,36 @@ def test_unknown_chart_is_refused(store, profile, hours):
     figures = stats.compute(store, profile, hours, now=NOW, days=7)
     with pytest.raises(ValueError, match="camembert"):
         stats.chart_png(figures, "camembert")
+
+
+def test_shares_never_round_a_difference_away():
+    assert stats.share_text(840 / 843) == "99,6 %"  # not "100 %" with 3 hand-offs
+    assert stats.share_text(1 / 3000) == "0,03 %"
+    assert stats.share_text(0.5) == "50 %" and stats.share_text(1) == "100 %" and stats.share_text(0) == "0 %"
+    assert stats.share_text(8 / 17) == "47,1 %" and stats.share_text(None) == "—"
+
+
+def test_reason_labels_are_the_same_everywhere():
+    assert stats.reason_label("human_request") == "Demande à parler à une personne"
+    assert stats.reason_label("distress_danger") == "URGENCE : danger"
+    assert stats.reason_label("unknown") == "Motif non précisé"
+    assert stats.reason_label("nouveau_motif") == "Nouveau_motif"
+
+
+def test_a_status_message_from_a_service_is_the_first_response(store, profile, hours):
+    from bot.replies import Replies
+    from bot.settings import PROJECT_ROOT
+    from bot.accounts import Staff
+    from bot.staff import StaffDesk
+
+    replies = Replies.load(PROJECT_ROOT / "bot" / "replies.fr.yml", profile)
+    desk = StaffDesk(store, profile, hours, replies, resume_conversation=lambda conversation: None)
+    ticket, _ = store.create(NewTicket(kind="report", queue="voirie", conversation_id="c-status", channel="rest",
+                                       summary="lampadaire éteint", source_message_id="m-status"),
+                             now=at("2026-11-30T09:00"))
+    head = Staff("victor", "Victor", "head", "voirie")
+    desk.set_status(head, ticket.reference, "in_progress")
+    assert store.get(ticket.id).first_response_at is not None
+    # Two days later the ticket is not overdue: the citizen heard back when it was taken on.
+    later = stats.compute(store, profile, hours, now=dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=2), days=7)
+    assert later.overdue["voirie"] == 0 and later.first_response["count"] == 1

@@ -373,6 +373,25 @@ def test_route_to_an_unknown_service_is_refused(client, store):
     assert store.get(ticket.id).queue == "cm"
 
 
+def test_route_without_a_service_asks_for_one_by_its_name(client, store):
+    ticket = make_ticket(store, "conv-route-empty")
+    login(client)
+    post(client, f"/tickets/{ticket.reference}/route", service="", kind="request")
+    html = shown(client.get(f"/tickets/{ticket.reference}"))
+    assert "Choisissez le service qui doit recevoir ce ticket" in html
+    assert "Voirie et éclairage public (voirie)" in html and "Service inconnu" not in html
+    assert store.get(ticket.id).queue == "cm"
+
+
+def test_every_page_has_a_favicon(client):
+    login_page = page(client.get("/login"))
+    assert '<link rel="icon" href="/favicon.svg" type="image/svg+xml">' in login_page
+    for url in ("/favicon.svg", "/favicon.ico"):  # no login needed: browsers ask before and after
+        response = client.get(url)
+        assert response.status_code == 200 and response.mimetype == "image/svg+xml"
+        assert response.get_data().startswith(b"<svg") and "max-age" in response.headers["Cache-Control"]
+
+
 def test_status_changes_with_date_duplicate_and_audit(client, store):
     ticket = make_ticket(store, "conv-status", kind="report", queue="voirie", summary="lampadaire cassé")
     original = make_ticket(store, "conv-original", kind="report", queue="voirie", summary="même lampadaire")
@@ -517,7 +536,7 @@ def test_stats_page_csv_and_png_for_the_cm(client, store):
     assert "Statistiques de toute la commune" in html
     for name in ("messages_per_day", "tickets_per_service", "handoff_reasons"):
         assert f'src="/stats/{name}.png?jours=30"' in html
-    assert "Voirie et éclairage public" in html and "demande à parler à une personne" in html
+    assert "Voirie et éclairage public" in html and "Demande à parler à une personne" in html
 
     response = client.get("/stats.csv?jours=7")
     assert response.status_code == 200 and response.mimetype == "text/csv"

@@ -24,6 +24,7 @@ import os
 import secrets
 import threading
 import time
+from pathlib import Path
 from collections.abc import Callable
 
 from flask import Flask, Response, abort, current_app, flash, g, redirect, render_template, request, session, url_for
@@ -31,7 +32,6 @@ from werkzeug.exceptions import Forbidden, HTTPException, ServiceUnavailable
 
 from bot.models import STATUSES
 from bot.staff import (
-    HANDOFF_REASON_LABELS,
     NOTIFIED_STATUSES,
     STATUS_LABELS,
     DeskError,
@@ -39,6 +39,7 @@ from bot.staff import (
     StaffDesk,
     load_canned_answers,
 )
+from bot.stats import reason_label, share_text
 from bot.tickets import HANDOFF
 from bot.web.security import (
     CSRF_MESSAGE,
@@ -66,7 +67,8 @@ LOGIN_ERROR = ("Identifiant ou mot de passe incorrect. Après 5 essais manqués,
                "pendant 15 minutes.")
 THROTTLED = ("Trop de tentatives de connexion depuis cette adresse. Réessayez dans 15 minutes ; "
              "si besoin, prévenez l'administrateur.")
-PUBLIC_ENDPOINTS = {"login"}
+PUBLIC_ENDPOINTS = {"login", "favicon"}
+FAVICON = Path(__file__).with_name("favicon.svg")
 STATS_DAYS = (7, 30, 90, 365)
 ERROR_MESSAGES = {
     400: ("Requête invalide", "Le formulaire envoyé est incomplet ou invalide."),
@@ -191,10 +193,7 @@ def _register_helpers(app: Flask) -> None:
             return f"{minutes} min"
         return f"{whole} h {minutes:02d}" if minutes else f"{whole} h"
 
-    def percent(value):  # a share between 0 and 1
-        if value is None:
-            return "—"
-        return f"{float(value) * 100:.0f} %"
+    percent = share_text  # a share between 0 and 1, never rounded to 0 or 100 % when it is not
 
     def queue_label(slug):
         desk = _desk()
@@ -270,6 +269,13 @@ def _register_guards(app: Flask, state: _State) -> None:
 # --- pages ---------------------------------------------------------------------------------------
 
 def _register_views(app: Flask, state: _State) -> None:
+    @app.get("/favicon.ico", endpoint="favicon")
+    @app.get("/favicon.svg", endpoint="favicon")
+    def favicon():
+        response = Response(FAVICON.read_bytes(), mimetype="image/svg+xml")
+        response.headers["Cache-Control"] = "public, max-age=86400"
+        return response
+
     @app.get("/")
     def index():
         return redirect(url_for("queue"))
@@ -438,7 +444,7 @@ def _register_views(app: Flask, state: _State) -> None:
         days = _stats_days()
         figures = _figures(days)
         return render_template("stats.html", figures=figures, days=days, choices=STATS_DAYS, charts=CHART_NAMES,
-                               statuses=STATUSES, reasons=HANDOFF_REASON_LABELS)
+                               statuses=STATUSES, reason_label=reason_label)
 
     @app.get("/stats.csv")
     def stats_csv():

@@ -1,0 +1,186 @@
+"""French for the command line's own texts ("Show this message and exit.", "Missing argument"...).
+
+Typer (0.28) draws its help with its own copy of click (``typer._click``), whose texts are plain
+English strings, and its panels with texts passed through gettext, for which no French catalog
+ships. This module is that catalog: the gettext names are bound to it, the help option, the
+usage line and the error messages of ``typer._click`` are translated, so that ``guichet --help``
+and its errors are French from the first line to the last.
+"""
+from __future__ import annotations
+
+import gettext
+
+SINGULAR = {
+    "Show this message and exit.": "Afficher cette aide et quitter.",
+    "Show the version and exit.": "Afficher la version et quitter.",
+    "Usage:": "Utilisation :",
+    "Options": "Options",
+    "Commands": "Commandes",
+    "Arguments": "Arguments",
+    "Error": "Erreur",
+    "Error: {message}": "Erreur : {message}",
+    "Try '{command} {option}' for help.": "Aide : '{command} {option}'.",
+    "Try [blue]'{command_path} {help_option}'[/] for help.": "Aide : [blue]'{command_path} {help_option}'[/].",
+    "Missing argument": "Argument manquant",
+    "Missing option": "Option manquante",
+    "Missing parameter": "Paramètre manquant",
+    "Missing parameter: {param_name}": "Paramètre manquant : {param_name}",
+    "Missing {param_type}": "{param_type} manquant",
+    "Missing command.": "Commande manquante.",
+    "No such command {name!r}.": "Commande inconnue : {name!r}.",
+    "No such option {name!r}.": "Option inconnue : {name!r}.",
+    "Option {name!r} does not take a value.": "L'option {name!r} ne prend pas de valeur.",
+    "Invalid value for {param_hint}: {message}": "Valeur refusée pour {param_hint} : {message}",
+    "Invalid value: {message}": "Valeur refusée : {message}",
+    "{value!r} is not a valid {number_type}.": "{value!r} n'est pas un nombre valide ({number_type}).",
+    "{value} is not in the range {range}.": "{value} n'est pas dans l'intervalle {range}.",
+    "{value!r} is not a valid UUID.": "{value!r} n'est pas un UUID valide.",
+    "Aborted!": "Abandon.",
+    "Aborted.": "Abandon.",
+    "Do you want to continue?": "Continuer ?",
+    "[default: {}]": "[défaut : {}]",
+    "[env var: {}]": "[variable d'environnement : {}]",
+    "[required]": "[obligatoire]",
+    "(deprecated) ": "(obsolète) ",
+    "default: {default}": "défaut : {default}",
+    "env var: {var}": "variable d'environnement : {var}",
+    "required": "obligatoire",
+    "deprecated": "obsolète",
+    "file": "fichier",
+    "directory": "dossier",
+    "path": "chemin",
+    "{name} {filename!r} does not exist.": "{name} {filename!r} : introuvable.",
+    "{name} {filename!r} is a directory.": "{name} {filename!r} est un dossier.",
+    "{name} {filename!r} is a file.": "{name} {filename!r} est un fichier.",
+    "{name} {filename!r} is not readable.": "{name} {filename!r} : lecture impossible.",
+    "{name} {filename!r} is not writable.": "{name} {filename!r} : écriture impossible.",
+    "Could not open file {filename!r}: {message}": "Impossible d'ouvrir {filename!r} : {message}",
+    "unknown error": "erreur inconnue",
+}
+
+PLURAL = {
+    "Got unexpected extra argument ({args})": ("Argument en trop ({args})", "Arguments en trop ({args})"),
+    "Option {name!r} requires an argument.": ("L'option {name!r} demande une valeur.",
+                                              "L'option {name!r} demande {nargs} valeurs."),
+    "{value!r} is not {choice}.": ("{value!r} n'est pas {choice}.", "{value!r} n'est pas parmi : {choices}."),
+    "Did you mean {possibility}?": ("Vouliez-vous dire {possibility} ?", "(Vouliez-vous dire : {possibilities} ?)"),
+    "Takes {nargs} values but 1 was given.": ("{nargs} valeurs attendues, 1 reçue.",
+                                              "{nargs} valeurs attendues, {len} reçues."),
+    "{value!r} does not match the format {format}.": ("{value!r} ne suit pas le format {format}.",
+                                                      "{value!r} ne suit aucun des formats {formats}."),
+}
+
+
+class French(gettext.NullTranslations):
+    def gettext(self, message: str) -> str:
+        return SINGULAR.get(message, message)
+
+    def ngettext(self, singular: str, plural: str, n: int) -> str:
+        if singular in PLURAL:
+            return PLURAL[singular][0 if n == 1 else 1]
+        return singular if n == 1 else plural
+
+
+# Error messages of typer._click, translated phrase by phrase (they are built with f-strings).
+ERROR_PHRASES = (
+    ("Missing argument", "Argument manquant"),
+    ("Missing option", "Option manquante"),
+    ("Missing parameter", "Paramètre manquant"),
+    ("Invalid value for", "Valeur refusée pour"),
+    ("Invalid value:", "Valeur refusée :"),
+    ("No such option:", "Option inconnue :"),
+    ("No such command", "Commande inconnue"),
+    ("Got unexpected extra argument(s)", "Argument(s) en trop"),
+    ("is not a valid int range.", "n'est pas un nombre entier valide."),
+    ("is not a valid integer.", "n'est pas un nombre entier valide."),
+    ("is not a valid float range.", "n'est pas un nombre valide."),
+    ("is not a valid float.", "n'est pas un nombre valide."),
+    ("is not a valid boolean.", "n'est pas oui/non (true/false)."),
+    ("is not in the range", "n'est pas dans l'intervalle"),
+    ("is not one of", "n'est pas parmi"),
+    ("requires an argument.", "demande une valeur."),
+    ("does not take a value.", "ne prend pas de valeur."),
+    ("does not exist.", "est introuvable."),
+    ("Did you mean", "Vouliez-vous dire"),
+    ("(Possible options:", "(options possibles :"),
+    ("Could not open file", "Impossible d'ouvrir le fichier"),
+)
+HELP_OPTION = "Afficher cette aide et quitter."
+USAGE_PREFIX = "Utilisation : "
+
+
+def translate_error(message: str) -> str:
+    for english, french in ERROR_PHRASES:
+        message = message.replace(english, french)
+    return message
+
+
+def _install_typer_click() -> None:
+    import functools
+
+    from typer._click import decorators, exceptions, formatting
+
+    if getattr(decorators.help_option, "_french", False):
+        return
+    original_help_option = decorators.help_option
+
+    @functools.wraps(original_help_option)
+    def help_option(*args, **kwargs):
+        decorate = original_help_option(*args, **kwargs)
+
+        def french(function):
+            command = decorate(function)
+            option = (command.params[-1] if hasattr(command, "params") and command.params
+                      else getattr(command, "__click_params__", [None])[-1])
+            if option is not None and getattr(option, "help", None) == "Show this message and exit.":
+                option.help = HELP_OPTION
+            return command
+        return french
+    help_option._french = True
+    decorators.help_option = help_option
+
+    original_usage = formatting.HelpFormatter.write_usage
+
+    def write_usage(self, prog, args="", prefix=None):
+        return original_usage(self, prog, args, USAGE_PREFIX if prefix is None else prefix)
+    formatting.HelpFormatter.write_usage = write_usage
+
+    for cls in {obj for obj in vars(exceptions).values()
+                if isinstance(obj, type) and issubclass(obj, exceptions.ClickException)} | {exceptions.ClickException.__mro__[1]}:
+        if "format_message" in vars(cls):
+            def format_message(self, _original=vars(cls)["format_message"]):
+                return translate_error(_original(self))
+            cls.format_message = format_message
+
+
+def install() -> None:
+    """Bind the French texts into click's and typer's modules (their constants included)."""
+    import click.core
+    import click.decorators
+    import click.exceptions
+    import click.formatting
+    import click.parser
+    import click.termui
+    import click.types
+    import typer.core
+    import typer.rich_utils
+
+    french = French()
+    for module in (click.core, click.decorators, click.exceptions, click.formatting, click.parser, click.termui,
+                   click.types, typer.core, typer.rich_utils):
+        if hasattr(module, "_"):
+            module._ = french.gettext
+        if hasattr(module, "ngettext"):
+            module.ngettext = french.ngettext
+    utils = typer.rich_utils  # computed when typer was imported: translate them now
+    for name, text in (("DEPRECATED_STRING", "(deprecated) "), ("DEFAULT_STRING", "[default: {}]"),
+                       ("ENVVAR_STRING", "[env var: {}]"), ("REQUIRED_LONG_STRING", "[required]"),
+                       ("ARGUMENTS_PANEL_TITLE", "Arguments"), ("OPTIONS_PANEL_TITLE", "Options"),
+                       ("COMMANDS_PANEL_TITLE", "Commands"), ("ERRORS_PANEL_TITLE", "Error"),
+                       ("ABORTED_TEXT", "Aborted."), ("RICH_HELP", "Try [blue]'{command_path} {help_option}'[/] for help.")):
+        if hasattr(utils, name):
+            setattr(utils, name, french.gettext(text))
+    try:
+        _install_typer_click()
+    except ImportError:  # a Typer that uses the real click: the gettext names above are enough
+        pass
