@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from bot import events, relay
 from bot.accounts import Staff
 from bot.hours import StaffHours
-from bot.models import CLOSED_STATUSES, STATUSES, Message, StatusChange, Ticket, to_naive_utc, utcnow
+from bot.models import CLOSED_STATUSES, STATUSES, Message, StaffUser, StatusChange, Ticket, to_naive_utc, utcnow
 from bot.profile import Profile
 from bot.replies import Replies
 from bot.routing import CM_QUEUE
@@ -75,6 +75,10 @@ class QueueItem:
     ticket: Ticket
     waiting: dt.timedelta  # in staff hours
     reason: str
+    first_message: str | None = None  # the citizen's first and latest messages on this ticket
+    latest_message: str | None = None
+    holder: str | None = None  # who took it, as people know them: "Camille (CM)"
+    sent_back: str | None = None  # for a ticket a service sent back: which service, and why
 
     @property
     def waiting_label(self) -> str:
@@ -127,8 +131,68 @@ class StaffDesk:
         query = query.order_by(Ticket.urgent.desc(), Ticket.created_at, Ticket.id)
         with self.store.session() as session:
             tickets = list(session.execute(query).scalars())
+            ids = [t.id for t in tickets]
+            messages = self._first_and_latest_citizen_messages(session, ids)
+            sent_back = self._sent_back(session, [t.id for t in tickets if t.status == "not_ours"])
+            holders = self._holder_names(session, {t.assigned_to for t in tickets if t.assigned_to})
         return [QueueItem(t, self.hours.staff_time_between(t.created_at.replace(tzinfo=dt.timezone.utc), now),
-                          self.reason(t)) for t in tickets]
+                          self.reason(t), *messages.get(t.id, (None, None)),
+                          holders.get(t.assigned_to) if t.assigned_to else None, sent_back.get(t.id))
+                for t in tickets]
+
+    @staticmethod
+    def _first_and_latest_citizen_messages(session, ticket_ids: list[int]) -> dict[int, tuple[str, str | None]]:
+        found: dict[int, tuple[str, str | None]] = {}
+        for start in range(0, len(ticket_ids), 500):
+            chunk = ticket_ids[start:start + 500]
+            bounds = session.execute(
+                select(Message.ticket_id, func.min(Message.id), func.max(Message.id))
+                .where(Message.ticket_id.in_(chunk), Message.author == "citizen", Message.private.is_(False))
+                .group_by(Message.ticket_id)).all()
+            texts = dict(session.execute(select(Message.id, Message.text).where(
+                Message.id.in_([i for _, first, last in bounds for i in (first, last)]))).all())
+            for ticket_id, first, last in bounds:
+                found[ticket_id] = (texts[first], texts[last] if last != first else None)
+        return found
+
+    def _sent_back(self, session, ticket_ids: list[int]) -> dict[int, str]:
+        """"Renvoyé par Voirie et éclairage public : pas chez nous, c'est le département"."""
+        found: dict[int, str] = {}
+        if not ticket_ids:
+            return found
+        changes = session.execute(select(StatusChange).where(
+            StatusChange.ticket_id.in_(ticket_ids), StatusChange.new_status == "not_ours")
+            .order_by(StatusChange.id)).scalars()
+        users = {u.username: u for u in session.execute(select(StaffUser)).scalars()}
+        for change in changes:
+            user = users.get(change.actor)
+            service = self.profile.services.get(user.service) if user is not None and user.service else None
+            who = f"le service {service.name}" if service else (user.display_name if user else change.actor)
+            note = change.note or ""
+            why = "" if note.startswith("renvoyé au CM par") else f" : {note}"
+            found[change.ticket_id] = f"Renvoyé par {who}{why}"
+        return found
+
+    def _holder_names(self, session, usernames: set[str]) -> dict[str, str]:
+        names = {}
+        for user in session.execute(select(StaffUser).where(StaffUser.username.in_(usernames))).scalars():
+            names[user.username] = self.person_label(user.display_name, user.role, user.service)
+        return {username: names.get(username, username) for username in usernames}
+
+    def holder_name(self, username: str | None) -> str | None:
+        if not username:
+            return None
+        with self.store.session() as session:
+            return self._holder_names(session, {username})[username]
+
+    def person_label(self, display_name: str, role: str, service: str | None) -> str:
+        """A colleague as people know them: "Camille (CM)", "Victor (Voirie et éclairage public)"."""
+        if "(" in display_name:
+            return display_name
+        if role == "cm":
+            return f"{display_name} (CM)"
+        entry = self.profile.services.get(service or "")
+        return f"{display_name} ({entry.name})" if entry else display_name
 
     def reason(self, ticket: Ticket) -> str:
         if ticket.kind == HANDOFF:

@@ -70,6 +70,16 @@ def web(stack):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
+    yield from _chromium(tmp_path_factory, javascript=False)
+
+
+@pytest.fixture(scope="module")
+def browser_js(tmp_path_factory):
+    """Chromium with JavaScript on: the queue's own updater (bot/web/static/queue.js)."""
+    yield from _chromium(tmp_path_factory, javascript=True)
+
+
+def _chromium(tmp_path_factory, javascript: bool):
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
@@ -84,8 +94,8 @@ def browser(tmp_path_factory):
                      "--no-first-run", "--hide-scrollbars", "--lang=fr-FR", f"--window-size={DESKTOP[0]},{DESKTOP[1]}",
                      f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
         options.add_argument(argument)
-    # JavaScript off for every page: the whole desk must work with plain HTML forms.
-    options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2,
+    # JavaScript off (the whole desk must work with plain HTML forms), or on for the queue's updater.
+    options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 1 if javascript else 2,
                                               "intl.accept_languages": "fr-FR,fr"})
     service = Service(str(CHROMEDRIVER), env={**os.environ, "LANG": "fr_FR.UTF-8", "LANGUAGE": "fr_FR:fr"})
     driver = webdriver.Chrome(service=service, options=options)
@@ -159,9 +169,12 @@ def login(driver, web, username: str) -> None:
 
 
 def no_script(driver) -> None:
+    """No inline script anywhere; the only script is our own file (the queue's updater)."""
     from selenium.webdriver.common.by import By
 
-    assert driver.find_elements(By.TAG_NAME, "script") == []
+    for script in driver.find_elements(By.TAG_NAME, "script"):
+        assert script.get_attribute("src").endswith("/static/queue.js"), script.get_attribute("outerHTML")
+        assert not (script.get_attribute("innerHTML") or "").strip()
 
 
 def resize(driver, size: tuple[int, int]) -> dict:
@@ -228,15 +241,14 @@ def test_cm_answers_and_closes_a_handoff(stack, web, browser):
     no_script(browser)
     both_sizes(browser, "cm-queue")
 
-    # A new hand-off shows up on the open queue page by itself (meta refresh, no JavaScript).
-    web.app.config["QUEUE_REFRESH_SECONDS"] = 2
+    # Without JavaScript, a new hand-off is one click away ("actualiser"); nothing reloads by itself.
     browser.get(f"{web.url}/queue")
-    assert '<meta http-equiv="refresh" content="2">' in browser.page_source
+    assert 'http-equiv="refresh"' not in browser.page_source
     newcomer = f"web-c-{uuid.uuid4().hex[:8]}"
     say(stack, newcomer, "passez-moi un conseiller humain")
     [late] = web.store.for_conversation(newcomer)
-    assert wait_for(lambda: late.reference in body(browser), timeout=20), "the queue did not refresh itself"
-    web.app.config["QUEUE_REFRESH_SECONDS"] = 30
+    click_and_wait(browser, css(browser, "#actualiser"))
+    assert late.reference in body(browser)
 
     browser.get(f"{web.url}/queue")
     click_and_wait(browser, css(browser, f"a[href='/tickets/{ticket.reference}']"))
@@ -330,3 +342,44 @@ def test_voirie_head_resolves_a_report_and_sees_only_voirie(stack, web, browser)
 
     browser.get(f"{web.url}/queue")
     assert ticket.reference not in body(browser)  # resolved: out of the open queue
+
+
+def test_new_tickets_show_up_without_erasing_what_the_cm_types(stack, web, browser_js):
+    """The queue updates itself (queue.js) while the CM types a search: the text and the focus stay."""
+    from selenium.webdriver.common.by import By
+
+    web.app.config["QUEUE_REFRESH_SECONDS"] = 5
+    try:
+        login(browser_js, web, "camille")
+        logs = browser_js.get_log("browser") if hasattr(browser_js, "get_log") else []
+        search = css(browser_js, "#reference")
+        search.click()
+        search.send_keys("T-2026-0000")  # half-written, when a new hand-off arrives
+        newcomer = f"web-js-{uuid.uuid4().hex[:8]}"
+        say(stack, newcomer, "je voudrais parler à une vraie personne svp")
+        [late] = web.store.for_conversation(newcomer)
+        assert wait_for(lambda: late.reference in css(browser_js, "#cartes").text, timeout=30), \
+            "the new ticket did not show up by itself"
+        assert css(browser_js, "#reference").get_attribute("value") == "T-2026-0000"
+        assert browser_js.switch_to.active_element.get_attribute("id") == "reference"
+        assert "nouveau ticket" in css(browser_js, "#nouveaux").text
+        assert css(browser_js, "#compte").text == str(len(browser_js.find_elements(By.CSS_SELECTOR, "#cartes article")))
+        assert css(browser_js, "#nouveaux").get_attribute("aria-live") == "polite"
+        both_sizes(browser_js, "cm-queue-updated")
+
+        # Focus on a card: nothing moves under it; a notice offers the new list instead.
+        card_link = browser_js.find_elements(By.CSS_SELECTOR, "#cartes h3 a")[0]
+        browser_js.execute_script("arguments[0].focus()", card_link)
+        another = f"web-js2-{uuid.uuid4().hex[:8]}"
+        say(stack, another, "passez-moi un humain")
+        [second] = web.store.for_conversation(another)
+        assert wait_for(lambda: "Afficher" in css(browser_js, "#nouveaux").text, timeout=30)
+        assert second.reference not in css(browser_js, "#cartes").text
+        assert browser_js.switch_to.active_element == card_link
+        css(browser_js, "#nouveaux button").click()
+        assert wait_for(lambda: second.reference in css(browser_js, "#cartes").text, timeout=5)
+        severe = [entry for entry in (browser_js.get_log("browser") if hasattr(browser_js, "get_log") else [])
+                  if entry.get("level") == "SEVERE" and entry not in logs]
+        assert not severe, severe  # no CSP violation, no script error
+    finally:
+        web.app.config["QUEUE_REFRESH_SECONDS"] = 30

@@ -216,7 +216,8 @@ def test_security_headers(client):
     login(client)
     response = client.get("/queue")
     policy = response.headers["Content-Security-Policy"]
-    assert "default-src 'none'" in policy and "script-src" not in policy and "frame-ancestors 'none'" in policy
+    assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy
+    assert "script-src 'self';" in policy and "unsafe-inline" not in policy  # our own files only, never inline
     assert response.headers["X-Frame-Options"] == "DENY"
     assert response.headers["Cache-Control"] == "no-store"
 
@@ -233,7 +234,8 @@ def test_cm_queue_lists_urgent_first_then_oldest(client, store):
     service = make_ticket(store, "conv-voirie", kind="report", queue="voirie", summary="lampadaire cassé")
     login(client)
     html = page(client.get("/queue"))
-    assert '<meta http-equiv="refresh" content="30">' in html
+    assert 'http-equiv="refresh"' not in html  # it erased what the CM was typing (queue.js instead)
+    assert '<script src="/static/queue.js" defer></script>' in html and 'id="actualiser"' in html
     assert html.index(urgent.reference) < html.index(older.reference) < html.index(unrouted.reference)
     assert service.reference not in html
     assert "URGENT" in html and "URGENCE : danger" in html and "demande à parler à une personne" in html
@@ -245,7 +247,46 @@ def test_queue_shows_who_holds_a_ticket(client, desk, store):
     ticket = make_ticket(store, "conv-held")
     login(client)
     post(client, f"/tickets/{ticket.reference}/take")
-    assert "pris en charge par <strong>camille</strong>" in page(client.get("/queue"))
+    assert "pris en charge par <strong>Camille Martin (CM)</strong>" in page(client.get("/queue"))
+
+
+def test_queue_cards_show_the_first_and_latest_messages_and_take_from_the_card(client, store):
+    store.add_message("conv-cards", "guichet", "citizen", "je veux parler à quelqu'un")
+    ticket = make_ticket(store, "conv-cards")
+    store.add_message("conv-cards", "guichet", "citizen", "toujours personne ? c'est pour ma facture", ticket_id=ticket.id)
+    login(client)
+    html = shown(client.get("/queue"))
+    text = " ".join(re.sub(r"<[^>]+>", " ", html).split())
+    assert "Premier message : je veux parler à quelqu'un" in text
+    assert "Dernier message : toujours personne ? c'est pour ma facture" in text
+    assert f'aria-label="Prendre le ticket {ticket.reference}"' in html
+    response = post(client, f"/tickets/{ticket.reference}/take")
+    assert response.status_code == 302 and store.get(ticket.id).assigned_to == "camille"
+    assert f'aria-label="Prendre le ticket {ticket.reference}"' not in page(client.get("/queue"))
+
+
+def test_a_ticket_sent_back_says_by_which_service_and_why(client, store, desk, accounts):
+    ticket = make_ticket(store, "conv-back", kind="report", queue="voirie", summary="nid de poule sur la D61")
+    desk.set_status(accounts.get("victor"), ticket.reference, "not_ours",
+                    note="route départementale : c'est le département")
+    login(client)
+    html = shown(client.get("/queue"))
+    card = html[html.index(ticket.reference):]
+    assert "Renvoyé par le service Voirie et éclairage public : route départementale : c'est le département" in card
+
+
+def test_the_cards_alone_change_signature_when_a_ticket_arrives(client, store):
+    make_ticket(store, "conv-sig-1")
+    login(client)
+    first = client.get("/queue/cartes")
+    assert first.status_code == 200 and first.headers["X-Queue-Count"] == "1"
+    assert page(first).startswith("\n<div id=\"cartes\"") or '<div id="cartes"' in page(first)
+    assert "<form class=\"search\"" not in page(first)  # never the search form: what is typed stays
+    assert client.get("/queue/cartes").headers["X-Queue-Signature"] == first.headers["X-Queue-Signature"]
+    make_ticket(store, "conv-sig-2")
+    second = client.get("/queue/cartes")
+    assert second.headers["X-Queue-Count"] == "2"
+    assert second.headers["X-Queue-Signature"] != first.headers["X-Queue-Signature"]
 
 
 def test_search_by_reference(client, store):
@@ -286,7 +327,7 @@ def test_take_then_someone_else_cannot(app, client, store):
 
     other = app.test_client()
     login(other, "dominique")
-    assert "suivi par <strong>camille</strong>" in page(other.get(f"/tickets/{ticket.reference}"))
+    assert "suivi par <strong>Camille Martin (CM)</strong>" in page(other.get(f"/tickets/{ticket.reference}"))
     post(other, f"/tickets/{ticket.reference}/take")  # two people on the same ticket: one wins
     html = page(other.get(f"/tickets/{ticket.reference}"))
     assert "Ce ticket est déjà pris en charge par camille." in html and 'class="flash error"' in html

@@ -223,6 +223,15 @@ def _register_helpers(app: Flask) -> None:
         }
 
 
+def queue_signature(items) -> str:
+    """Changes when the queue shows something else: a ticket, its status, who holds it, a message."""
+    import hashlib
+
+    parts = [f"{i.ticket.reference}:{i.ticket.status}:{i.ticket.assigned_to}:{i.ticket.urgent}:"
+             f"{i.latest_message or i.first_message or ''}" for i in items]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
 def _town_name() -> str:
     try:
         return _desk().profile.town.short_name
@@ -319,14 +328,28 @@ def _register_views(app: Flask, state: _State) -> None:
         flash("Vous êtes déconnecté(e).", "ok")
         return redirect(url_for("login"))
 
+    def _queue_items():
+        include_closed = request.args.get("tous") == "1"
+        items = _desk().queue(g.staff, include_closed=include_closed)
+        return items, include_closed, queue_signature(items)
+
     @app.get("/queue")
     def queue():
-        desk = _desk()
-        include_closed = request.args.get("tous") == "1"
-        items = desk.queue(g.staff, include_closed=include_closed)
-        return render_template("queue.html", items=items, include_closed=include_closed,
+        items, include_closed, signature = _queue_items()
+        return render_template("queue.html", items=items, include_closed=include_closed, signature=signature,
                                refresh=app.config["QUEUE_REFRESH_SECONDS"],
+                               cards_url=url_for("queue_cards", tous=1) if include_closed else url_for("queue_cards"),
                                now=dt.datetime.now(dt.timezone.utc))
+
+    @app.get("/queue/cartes")
+    def queue_cards():
+        """The cards alone, for queue.js: it swaps them in when they changed, never the search form."""
+        items, _include_closed, signature = _queue_items()
+        response = Response(render_template("_queue_cards.html", items=items, signature=signature),
+                            mimetype="text/html")
+        response.headers["X-Queue-Signature"] = signature
+        response.headers["X-Queue-Count"] = str(len(items))
+        return response
 
     @app.get("/recherche")
     def find():
@@ -356,7 +379,7 @@ def _register_views(app: Flask, state: _State) -> None:
             services=desk.profile.services, route_kinds=ROUTE_KINDS,
             statuses=[s for s in STATUSES if s != "new"], is_handoff=ticket.kind == HANDOFF,
             today=desk.hours.local(dt.datetime.now(dt.timezone.utc)).date().isoformat(),
-            signature=g.staff.signature(desk.profile),
+            signature=g.staff.signature(desk.profile), holder=desk.holder_name(ticket.assigned_to),
         )
 
     @app.post("/tickets/<reference>/take")
