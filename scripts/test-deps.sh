@@ -6,6 +6,17 @@
 set -euo pipefail
 
 PACKAGES=(postgresql chromium chromium-driver)
+command -v npm >/dev/null 2>&1 || PACKAGES+=(nodejs npm)  # axe-core, below
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+
+# axe-core 4.x for the accessibility checks of the browser tests, pinned by
+# tests/a11y/package-lock.json (npm ci: exactly that version, from the npm registry).
+install_axe() {
+    [ -f "$ROOT/tests/a11y/node_modules/axe-core/axe.min.js" ] && return 0
+    echo "test-deps: installing axe-core (npm ci in tests/a11y)..." >&2
+    npm ci --prefix "$ROOT/tests/a11y" --no-audit --no-fund --silent \
+        || { echo "ERREUR / ERROR: test-deps: npm ci in tests/a11y failed (axe-core)." >&2; exit 1; }
+}
 
 installed() {
     [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = "installed" ]
@@ -23,6 +34,7 @@ fi
 [ -x /usr/bin/chromedriver ] || [[ " ${missing[*]:-} " == *" chromium-driver "* ]] || missing+=(chromium-driver)
 
 if [ "${#missing[@]}" -eq 0 ]; then
+    install_axe
     exit 0
 fi
 
@@ -62,3 +74,4 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || fail "postgresql installe
 [ -x /usr/bin/chromium ] || fail "chromium installed but no /usr/bin/chromium."
 [ -x /usr/bin/chromedriver ] || fail "chromium-driver installed but no /usr/bin/chromedriver."
 echo "test-deps: done in $(( $(date +%s) - started )) s" >&2
+install_axe

@@ -383,3 +383,61 @@ def test_new_tickets_show_up_without_erasing_what_the_cm_types(stack, web, brows
         assert not severe, severe  # no CSP violation, no script error
     finally:
         web.app.config["QUEUE_REFRESH_SECONDS"] = 30
+
+
+AXE = ROOT / "tests" / "a11y" / "node_modules" / "axe-core" / "axe.min.js"
+WCAG_21_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+
+
+def axe_violations(driver) -> list[str]:
+    """axe-core 4.x (tests/a11y, installed by scripts/test-deps.sh) on the page as it is now."""
+    if not AXE.exists():
+        pytest.fail(f"{AXE} is missing: run `bash scripts/test-deps.sh`", pytrace=False)
+    driver.execute_script(AXE.read_text(encoding="utf-8"))
+    result = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "axe.run(document, {runOnly: {type: 'tag', values: arguments[0]}}).then(r => done(r.violations))"
+        ".catch(e => done([{id: 'axe-error', impact: String(e), nodes: []}]));", WCAG_21_AA)
+    return [f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']][:3]}" for v in result]
+
+
+def test_every_staff_page_passes_axe_at_both_widths(stack, web, browser_js):
+    """axe-core reports no WCAG 2.1 A/AA violation on the staff pages, desktop and phone."""
+    handoff_sender = f"web-axe-{uuid.uuid4().hex[:8]}"
+    say(stack, handoff_sender, "je veux parler à un conseiller")
+    [handoff] = web.store.for_conversation(handoff_sender)
+    report_sender = f"web-axe-r-{uuid.uuid4().hex[:8]}"
+    say(stack, report_sender, "le lampadaire devant le 3 rue Pasteur est éteint")
+    report = next(iter(web.store.for_conversation(report_sender)), None)
+
+    found: dict[str, list[str]] = {}
+
+    def check(name: str) -> None:
+        for size, label in ((DESKTOP, "desktop"), (PHONE, "phone")):
+            resize(browser_js, size)
+            problems = axe_violations(browser_js)
+            if problems:
+                found[f"{name} ({label})"] = problems
+        resize(browser_js, DESKTOP)
+
+    browser_js.delete_all_cookies()
+    browser_js.get(f"{web.url}/login")
+    check("login")
+    login(browser_js, web, "camille")
+    check("CM queue")
+    browser_js.get(f"{web.url}/tickets/{handoff.reference}")
+    check("ticket before take")
+    submit(browser_js, f"form[action$='/tickets/{handoff.reference}/take']")
+    check("ticket after take")
+    browser_js.get(f"{web.url}/stats")
+    check("stats")
+    browser_js.get(f"{web.url}/queue?tous=1")
+    check("CM queue with closed tickets")
+    browser_js.get(f"{web.url}/tickets/T-2026-999999")
+    check("not found")
+    if report is not None:
+        login(browser_js, web, "victor")
+        check("service queue")
+        browser_js.get(f"{web.url}/tickets/{report.reference}")
+        check("service ticket")
+    assert not found, "\n".join(f"{page}: {problems}" for page, problems in found.items())

@@ -634,3 +634,13 @@ def test_default_app_uses_the_configured_database(monkeypatch, tmp_path, profile
     assert login(client).headers["Location"].endswith("/queue")
     assert client.get("/queue").status_code == 200
     assert (tmp_path / "secret_key").exists()
+
+
+def test_every_staff_page_has_a_skip_link_to_its_content(client, store):
+    assert '<a class="skip" href="#contenu">Aller au contenu</a>' in page(client.get("/login"))
+    ticket = make_ticket(store, "conv-skip")
+    login(client)
+    for url in ("/queue", f"/tickets/{ticket.reference}", "/stats"):
+        html = page(client.get(url))
+        assert '<a class="skip" href="#contenu">Aller au contenu</a>' in html and '<main id="contenu"' in html, url
+    assert 'tabindex="0" role="region" aria-label="Tickets par file et par statut' in page(client.get("/stats"))
