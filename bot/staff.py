@@ -295,10 +295,25 @@ class StaffDesk:
             self._resume(ticket)
         return self.store.get(ticket.id)
 
+    def status_choices(self, staff: Staff, ticket: Ticket) -> list[str]:
+        """The statuses that fit this ticket: a conversation with the CM is never "scheduled" (no
+        intervention) nor "not ours" (it is already the CM's), and only a service sends back."""
+        choices = [s for s in STATUSES if s != "new"]
+        if ticket.kind == HANDOFF or ticket.queue == CM_QUEUE:
+            choices = [s for s in choices if s not in ("scheduled", "not_ours")]
+        elif staff.is_cm:
+            choices = [s for s in choices if s != "not_ours"]
+        return choices
+
     def set_status(self, staff: Staff, reference: str, status: str, *, scheduled_for: dt.datetime | None = None,
                    duplicate_of: str | None = None, note: str | None = None) -> Ticket:
         if status not in STATUSES or status == "new":
             raise DeskError(f"Statut inconnu « {_shown(status)} » : {', '.join(s for s in STATUSES if s != 'new')}.")
+        current = self.ticket(staff, reference)
+        fitting = self.status_choices(staff, current)
+        if status not in fitting and not (status == "closed" and current.status == "closed"):
+            raise DeskError(f"« {STATUS_LABELS.get(status, status)} » ne convient pas à ce ticket. Statuts possibles : "
+                            + ", ".join(STATUS_LABELS.get(s, s) for s in fitting) + ".")
         if note is not None:  # staff text: same cleaning as any stored text (no NUL for PostgreSQL)
             note = clean_citizen_text(note, limit=2000) or None
         ticket = self.ticket(staff, reference)

@@ -177,6 +177,11 @@ def no_script(driver) -> None:
         assert not (script.get_attribute("innerHTML") or "").strip()
 
 
+def in_view(driver, element) -> bool:
+    return driver.execute_script("const r = arguments[0].getBoundingClientRect();"
+                                 "return r.top >= 0 && r.bottom <= window.innerHeight", element)
+
+
 def resize(driver, size: tuple[int, int]) -> dict:
     """Set the window size and wait until the page is laid out at the new width."""
     driver.set_window_size(*size)
@@ -268,6 +273,7 @@ def test_cm_answers_and_closes_a_handoff(stack, web, browser):
     css(browser, "#message").send_keys(reply)
     submit(browser, "form[action$='/reply']", "button[value=send]")
     assert "Réponse envoyée au citoyen." in body(browser)
+    assert in_view(browser, css(browser, "p.flash")), "the confirmation is not where the eyes are"
     css(browser, "#note-text").send_keys("Citoyen rappelé, rien d'autre à faire.")
     submit(browser, "form[action$='/note']")
     assert "Note privée ajoutée" in body(browser) and "NOTE PRIVÉE" in body(browser).upper()
@@ -279,6 +285,10 @@ def test_cm_answers_and_closes_a_handoff(stack, web, browser):
 
     css(browser, "#close-note").send_keys("échange terminé")
     submit(browser, "form[action$='/close']")
+    assert f"Clôturer le ticket {ticket.reference} ?" in body(browser)  # closing asks first
+    assert web.store.get(ticket.id).status != "closed"
+    both_sizes(browser, "cm-ticket-close-confirm")
+    submit(browser, "form[action$='/close']", "button.danger")
     assert "clôturé" in body(browser) and "La conversation est rendue à l'assistant." in body(browser)
     assert web.store.get(ticket.id).status == "closed"
     browser.get(f"{web.url}/queue")

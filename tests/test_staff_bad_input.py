@@ -83,7 +83,7 @@ def test_status_and_close_notes_with_odd_text(client, store, name, text, stored,
     ticket = make_ticket(store, "conv-odd-status", kind="report", queue="voirie")
     login(client, "victor")
     assert post(client, f"/tickets/{ticket.reference}/status", status="in_progress", note=text).status_code == 302
-    assert post(client, f"/tickets/{ticket.reference}/close", note=text).status_code == 302
+    assert post(client, f"/tickets/{ticket.reference}/close", note=text, confirm="1").status_code == 302
     assert store.get(ticket.id).status == "closed"
     from test_web import audit
 
@@ -219,7 +219,7 @@ def test_odd_text_on_postgresql(pg_store, assistant, profile):
                 note="vu\x00").status_code == 302
     assert post(client, f"/tickets/{ticket.reference}/status", status="duplicate",
                 duplicate_of="T-2026-000001\x00").status_code == 302
-    assert post(client, f"/tickets/{ticket.reference}/close", note="fin\x00").status_code == 302
+    assert post(client, f"/tickets/{ticket.reference}/close", note="fin\x00", confirm="1").status_code == 302
     for reference in ("T-2026-999999", "1 OR 1=1", "%00", "x" * 3000):
         assert client.get(f"/tickets/{quote(reference, safe='%')}").status_code == 404
         assert client.get("/recherche", query_string={"reference": reference}).status_code == 302

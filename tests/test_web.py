@@ -476,7 +476,13 @@ def test_resolved_notifies_the_citizen(client, store):
 def test_close_a_handoff_gives_the_conversation_back(client, store, resumed):
     ticket = make_ticket(store, "conv-close")
     login(client)
-    response = post(client, f"/tickets/{ticket.reference}/close", note="échange terminé")
+    asked = post(client, f"/tickets/{ticket.reference}/close", note="échange terminé")
+    assert asked.status_code == 302 and "cloture=1" in asked.headers["Location"]
+    assert store.get(ticket.id).status != "closed" and resumed == []  # closing asks first
+    confirm = shown(client.get(asked.headers["Location"]))
+    assert f"Clôturer le ticket {ticket.reference} ?" in confirm and "Oui, clôturer" in confirm and "Annuler" in confirm
+    assert 'name="note" value="échange terminé"' in confirm
+    response = post(client, f"/tickets/{ticket.reference}/close", note="échange terminé", confirm="1")
     assert response.status_code == 302
     closed = store.get(ticket.id)
     assert closed.status == "closed" and closed.closed_at is not None
@@ -499,7 +505,7 @@ def test_close_reports_a_rasa_failure(desk, accounts, store):
     client = app.test_client()
     ticket = make_ticket(store, "conv-close-ko")
     login(client)
-    post(client, f"/tickets/{ticket.reference}/close")
+    post(client, f"/tickets/{ticket.reference}/close", confirm="1")
     html = page(client.get(f"/tickets/{ticket.reference}"))
     assert "la conversation n&#39;a pas pu être rendue au bot" in html and "Rendre la conversation" in html
 
@@ -644,3 +650,54 @@ def test_every_staff_page_has_a_skip_link_to_its_content(client, store):
         html = page(client.get(url))
         assert '<a class="skip" href="#contenu">Aller au contenu</a>' in html and '<main id="contenu"' in html, url
     assert 'tabindex="0" role="region" aria-label="Tickets par file et par statut' in page(client.get("/stats"))
+
+
+def test_ticket_page_before_take_puts_the_take_button_first(client, store):
+    ticket = make_ticket(store, "conv-state", citizen_text="je veux parler à quelqu'un")
+    login(client)
+    html = page(client.get(f"/tickets/{ticket.reference}"))
+    take = html.index(f'action="/tickets/{ticket.reference}/take"')
+    assert take < html.index('aria-label="Informations du ticket"') < html.index('id="repondre"')
+    post(client, f"/tickets/{ticket.reference}/take")
+    html = page(client.get(f"/tickets/{ticket.reference}"))
+    assert f'action="/tickets/{ticket.reference}/take"' not in html
+    assert html.index('href="#repondre"') < html.index('aria-label="Informations du ticket"')  # main action first
+
+
+def test_status_choices_fit_the_ticket(client, store):
+    handoff = make_ticket(store, "conv-choices")
+    report = make_ticket(store, "conv-choices-r", kind="report", queue="voirie", summary="trou")
+    login(client)
+    html = page(client.get(f"/tickets/{handoff.reference}"))
+    options = re.findall(r'<option value="(\w+)"', html[html.index('id="status"'):html.index("</select>", html.index('id="status"'))])
+    assert "scheduled" not in options and "not_ours" not in options and "resolved" in options
+    post(client, f"/tickets/{handoff.reference}/status", status="scheduled", scheduled_for="2099-01-05")
+    assert store.get(handoff.id).status == "new"
+    assert "« Programmé » ne convient pas à ce ticket" in shown(client.get(f"/tickets/{handoff.reference}"))
+    login(client, "victor")
+    html = page(client.get(f"/tickets/{report.reference}"))
+    head_options = html[html.index('id="status"'):html.index("</select>", html.index('id="status"'))]
+    assert 'value="scheduled"' in head_options and 'value="not_ours"' in head_options
+
+
+def test_confirmation_shows_in_the_section_acted_upon(client, store):
+    ticket = make_ticket(store, "conv-eyes", kind="report", queue="voirie", summary="trou")
+    login(client, "victor")
+    response = post(client, f"/tickets/{ticket.reference}/status", status="in_progress")
+    assert response.headers["Location"].endswith("#statut")
+    html = shown(client.get(f"/tickets/{ticket.reference}"))
+    assert html.index('id="statut"') < html.index("Statut changé : En cours") < html.index('id="cloturer"')
+    assert html.count("Statut changé : En cours") == 1  # not at the top of the page as well
+
+
+def test_an_urgent_ticket_opens_with_what_to_do(client, store):
+    ticket = make_ticket(store, "conv-urgent-banner", urgent=True, reason="distress_danger",
+                         summary="mon voisin est tombé et ne répond plus")
+    login(client)
+    html = shown(client.get(f"/tickets/{ticket.reference}"))
+    banner = html[html.index('class="urgent-banner"'):html.index("</section>", html.index('class="urgent-banner"'))]
+    assert 'role="alert"' in banner and "appelez les secours vous-même" in banner
+    assert "<strong>112</strong>" in banner and "<strong>15</strong>" in banner and "élu d'astreinte" in banner
+    assert html.index('class="urgent-banner"') < html.index('aria-label="Informations du ticket"')
+    plain = make_ticket(store, "conv-not-urgent")
+    assert 'class="urgent-banner"' not in page(client.get(f"/tickets/{plain.reference}"))

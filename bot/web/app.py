@@ -377,7 +377,10 @@ def _register_views(app: Flask, state: _State) -> None:
             transcript=desk.transcript(g.staff, ticket.reference), audit=desk.audit(g.staff, ticket.reference),
             canned=canned, chosen=chosen, draft=draft, duplicate_of=duplicate_of,
             services=desk.profile.services, route_kinds=ROUTE_KINDS,
-            statuses=[s for s in STATUSES if s != "new"], is_handoff=ticket.kind == HANDOFF,
+            statuses=desk.status_choices(g.staff, ticket), is_handoff=ticket.kind == HANDOFF,
+            ticket_sections=TICKET_SECTIONS, confirm_close=request.args.get("cloture") == "1" and ticket.is_open,
+            close_note=request.args.get("note", "")[:2000],
+            emergency_numbers=_emergency_numbers(desk.profile),
             today=desk.hours.local(dt.datetime.now(dt.timezone.utc)).date().isoformat(),
             signature=g.staff.signature(desk.profile), holder=desk.holder_name(ticket.assigned_to),
         )
@@ -396,23 +399,23 @@ def _register_views(app: Flask, state: _State) -> None:
         answers = {a["key"]: a["text"] for a in load_canned_answers()}
         if request.form.get("action") == "insert":  # fill the text box with the answer, to edit it
             if key not in answers:
-                flash("Choisissez d'abord une réponse type dans la liste.", "error")
+                flash("Choisissez d'abord une réponse type dans la liste.", "error:repondre")
                 return _back(ticket.reference, "repondre")
             return redirect(url_for("ticket", reference=ticket.reference, reponse=key) + "#repondre")
         if not text.strip() and key:
             if key not in answers:
-                flash("Réponse type inconnue.", "error")
+                flash("Réponse type inconnue.", "error:repondre")
                 return _back(ticket.reference, "repondre")
             text = answers[key]
         return _act(ticket.reference, lambda: _desk().reply(g.staff, ticket.reference, text),
-                    "Réponse envoyée au citoyen.", "conversation")
+                    "Réponse envoyée au citoyen.", "repondre")
 
     @app.post("/tickets/<reference>/note")
     def ticket_note(reference: str):
         ticket = _load(reference)
         text = request.form.get("note", "").replace("\r\n", "\n")
         return _act(ticket.reference, lambda: _desk().note(g.staff, ticket.reference, text),
-                    "Note privée ajoutée (elle n'est jamais envoyée au citoyen).", "conversation")
+                    "Note privée ajoutée (elle n'est jamais envoyée au citoyen).", "note")
 
     @app.post("/tickets/<reference>/route")
     def ticket_route(reference: str):
@@ -436,7 +439,7 @@ def _register_views(app: Flask, state: _State) -> None:
         if status == "scheduled":
             scheduled_for = _parse_date(request.form.get("scheduled_for", ""), desk)
             if scheduled_for is None:
-                flash("Indiquez une date d'intervention valide, aujourd'hui ou plus tard.", "error")
+                flash("Indiquez une date d'intervention valide, aujourd'hui ou plus tard.", "error:statut")
                 return _back(ticket.reference, "statut")
         duplicate_of = (request.form.get("duplicate_of", "").strip()[:40] or None) if status == "duplicate" else None
         label = STATUS_LABELS.get(status, status)
@@ -449,12 +452,15 @@ def _register_views(app: Flask, state: _State) -> None:
             message += " La conversation est rendue à l'assistant."
         return _act(ticket.reference, lambda: desk.set_status(g.staff, ticket.reference, status,
                                                               scheduled_for=scheduled_for,
-                                                              duplicate_of=duplicate_of, note=note), message)
+                                                              duplicate_of=duplicate_of, note=note), message,
+                    "statut")
 
     @app.post("/tickets/<reference>/close")
     def ticket_close(reference: str):
         ticket = _load(reference)
         note = request.form.get("note", "").strip()[:2000] or None
+        if request.form.get("confirm") != "1" and ticket.is_open:  # closing asks first (no script needed)
+            return redirect(url_for("ticket", reference=ticket.reference, cloture=1, note=note or None) + "#cloturer")
         message = f"Ticket {ticket.reference} clôturé."
         if ticket.kind == HANDOFF and ticket.status == "closed":
             message = "La conversation est rendue à l'assistant."
@@ -494,15 +500,28 @@ def _load(reference: str):
         abort(404)
 
 
+TICKET_SECTIONS = ("repondre", "note", "orienter", "statut", "cloturer")
+EMERGENCY_LABELS = {"samu": "SAMU", "police": "police", "pompiers": "pompiers", "europe": "urgences (Europe)",
+                    "violences_femmes": "violences femmes info", "enfance_en_danger": "enfance en danger",
+                    "prevention_suicide": "prévention du suicide"}
+
+
+def _emergency_numbers(profile) -> list[tuple[str, str]]:
+    return [(EMERGENCY_LABELS.get(name, name.replace("_", " ")), number)
+            for name, number in profile.town.emergency_numbers.items()]
+
+
 def _act(reference: str, action: Callable[[], object], success: str, anchor: str = ""):
+    """Do it, then back to the ticket page at ``anchor``, where the confirmation is shown (the
+    flash category names its section: "ok:statut"; "ok:haut" is the top of the page)."""
     try:
         action()
     except NotFound:
         abort(404)
     except DeskError as exc:
-        flash(str(exc), "error")
+        flash(str(exc), f"error:{anchor or 'haut'}")
     else:
-        flash(success, "ok")
+        flash(success, f"ok:{anchor or 'haut'}")
     return _back(reference, anchor)
 
 
