@@ -10,11 +10,15 @@ import datetime as dt
 from dataclasses import dataclass
 from functools import lru_cache
 
+import logging
+
 from bot import events
+from bot.answers import FaqAnswer
 from bot.hours import StaffHours
 from bot.kinds import COMPLAINT, HANDOFF, settle_kind
 from bot.location import extract_location
 from bot.models import Ticket
+from bot.notices import Notices
 from bot.profile import Profile, load_profile
 from bot.replies import Replies
 from bot.routing import CM_QUEUE, needs_location, service_for_intent, service_from_keywords
@@ -28,6 +32,7 @@ HANDOFF_REASONS = (
 URGENT_REASONS = ("distress_violence", "distress_danger", "distress_suicide")
 SMALLTALK = ("greet", "thank", "goodbye", "bot_challenge", "affirm", "deny", "compliment")
 OUT_OF_SCOPE = ("out_of_scope", "spam", "tag_friend")
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,27 +64,63 @@ class TicketDraft:
 
 
 class Assistant:
-    def __init__(self, profile: Profile, store: TicketStore, replies: Replies, hours: StaffHours):
+    def __init__(self, profile: Profile, store: TicketStore, replies: Replies, hours: StaffHours,
+                 notices: Notices | None = None):
         self.profile = profile
         self.store = store
         self.replies = replies
         self.hours = hours
+        self.notices = notices if notices is not None else Notices(store, profile)
+        self._hours_with_closures: dict[frozenset, StaffHours] = {}
+
+    def staff_hours(self, now: dt.datetime) -> StaffHours:
+        """The staff hours, with the days a town notice closes the town hall."""
+        try:
+            closed = self.notices.closed_days(self.hours.local(now).date())
+        except Exception as exc:  # noqa: BLE001 - the answer must not depend on the notices table
+            logger.warning("could not read the town notices: %s", type(exc).__name__)
+            return self.hours
+        if not closed:
+            return self.hours
+        key = frozenset(closed.items())
+        if key not in self._hours_with_closures:
+            if len(self._hours_with_closures) > 32:
+                self._hours_with_closures.clear()
+            self._hours_with_closures[key] = self.hours.with_closed_days(closed)
+        return self._hours_with_closures[key]
+
+    def _notices(self, now: dt.datetime, **scope) -> list[str]:
+        try:
+            texts = self.notices.texts_for(self.hours.local(now).date(), **scope)
+        except Exception as exc:  # noqa: BLE001 - the answer must not depend on the notices table
+            logger.warning("could not read the town notices: %s", type(exc).__name__)
+            return []
+        return [self.replies.render("notice", now=now, text=text) for text in texts]
 
     # --- plain answers --------------------------------------------------------------------------
     def _say(self, key: str, now: dt.datetime, **context) -> str:
         if self.replies.uses(key, "when"):  # when a person will read it: only for the replies that say so
-            context["when"] = self.hours.when_read(now)
+            context["when"] = self.staff_hours(now).when_read(now)
         return self.replies.render(key, now=now, **context)
 
     def smalltalk(self, intent: str, now: dt.datetime) -> Reply:
         key = intent if intent in SMALLTALK else "greet"
-        return Reply([self._say(f"smalltalk.{key}", now)], "smalltalk")
+        texts = [self._say(f"smalltalk.{key}", now)]
+        if key == "greet":  # a town-wide notice is said when someone says hello
+            texts += self._notices(now, town_wide=True)
+        return Reply(texts, "smalltalk")
 
     def faq(self, topic: str, now: dt.datetime) -> Reply:
         entry = self.profile.faq.get(topic)
         if entry is None:
             return self.clarify(now)
-        return Reply([self._say("faq", now, answer=entry.answer, link=entry.link)], f"faq:{topic}")
+        answer = self.answer_for(topic, entry)
+        texts = [self._say("faq", now, answer=answer.text, link=answer.link)] + self._notices(now, topic=topic)
+        return Reply(texts, f"faq:{topic}")
+
+    def answer_for(self, topic: str, entry):
+        """The answer of a FAQ topic as the CM last edited it on the web, or the profile's."""
+        return FaqAnswer(entry.answer, entry.link)
 
     def decline(self, now: dt.datetime) -> Reply:
         return Reply([self._say("decline", now)], "decline")
@@ -157,9 +198,11 @@ class Assistant:
         else:
             head = self._say(f"ticket_created.{draft.kind}", now, ref=ticket.reference,
                              service=self.profile.service(queue).name)
-        tail = self._say("ticket_created.next_open" if self.hours.is_open(now) else "ticket_created.next_closed", now)
+        tail = self._say("ticket_created.next_open" if self.staff_hours(now).is_open(now) else "ticket_created.next_closed",
+                         now)
         outcome = f"ticket:{queue}" if queue != CM_QUEUE else "ticket:unrouted"
-        return Reply([f"{head} {tail}"], outcome, ticket=ticket)
+        notices = self._notices(now, service=queue) if queue != CM_QUEUE else []
+        return Reply([f"{head} {tail}"] + notices, outcome, ticket=ticket)
 
     def add_to_recent_ticket(self, conversation: Conversation, text: str, now: dt.datetime,
                              service: str | None = None, detail: bool = False,
@@ -243,7 +286,7 @@ class Assistant:
             events.emit("handoff_created", ticket=ticket)
         numbers = self.profile.town.emergency_numbers
         texts = [self._say(f"handoff.intro.{reason}", now, numbers=numbers)]
-        is_open = self.hours.is_open(now)
+        is_open = self.staff_hours(now).is_open(now)
         if urgent:
             texts.append(self._say("handoff.urgent_open" if is_open else "handoff.urgent_closed", now,
                                    ref=ticket.reference))

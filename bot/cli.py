@@ -25,6 +25,9 @@ app.add_typer(tickets_app, name="tickets")
 app.add_typer(staff_app, name="staff")
 citizen_app = typer.Typer(help="Données d'un habitant (RGPD) : export et effacement.", no_args_is_help=True)
 app.add_typer(citizen_app, name="citizen")
+notices_app = typer.Typer(help="Avis à la population : ajoutés aux réponses de l'assistant pendant leurs dates.",
+                          no_args_is_help=True)
+app.add_typer(notices_app, name="notices")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -554,6 +557,79 @@ def citizen_erase(conversation_id: Optional[str] = typer.Argument(None, help="Id
     typer.echo(f"Conversation {conversation} :" if not dry_run else f"Conversation {conversation} (simulation) :")
     for line in report.lines():
         typer.echo(line)
+
+
+def _cm(username: Optional[str]):
+    staff = _staff(username)
+    if not staff.is_cm:
+        _fail("Les avis à la population sont gérés par le community manager.")
+    return staff
+
+
+def _notices():
+    from bot.notices import Notices
+    from bot.profile import load_profile
+
+    return Notices(_store(), load_profile())
+
+
+def _date(text: str, what: str):
+    import datetime as dt
+
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        _fail(f"Date {what} illisible « {text[:40]} » : écrivez-la AAAA-MM-JJ (par exemple 2026-12-15).")
+
+
+@notices_app.command("list")
+def notices_list() -> None:
+    """Les avis en cours, à venir et terminés récemment."""
+    from bot.notices import describe_scope
+
+    store = _notices()
+    listing = store.listing()
+    for title, key in (("En cours", "current"), ("À venir", "coming"), ("Terminés récemment", "past")):
+        typer.echo(f"{title} : {len(listing[key])}")
+        for notice in listing[key]:
+            closed = " · mairie fermée" if notice.closes_town_hall else ""
+            typer.echo(f"  #{notice.id} {notice.starts_on:%d/%m/%Y} → {notice.ends_on:%d/%m/%Y} "
+                       f"({describe_scope(notice, store.profile)}{closed}) : {notice.text}")
+
+
+@notices_app.command("add")
+def notices_add(text: str = typer.Argument(..., help="Le texte de l'avis (500 caractères au plus)."),
+                start: str = typer.Option(..., "--from", help="Premier jour, AAAA-MM-JJ."),
+                end: str = typer.Option(..., "--to", help="Dernier jour (inclus), AAAA-MM-JJ."),
+                topic: Optional[str] = typer.Option(None, help="Sujet de la FAQ (ex. piscine)."),
+                service: Optional[str] = typer.Option(None, help="Service (ex. proprete)."),
+                closed: bool = typer.Option(False, "--closed", help="La mairie est fermée ces jours-là."),
+                as_: Optional[str] = AS_OPTION) -> None:
+    """Ajouter un avis (un sujet, un service, ou toute la commune sans --topic ni --service)."""
+    from bot.notices import NoticeError
+
+    author = _cm(as_).username
+    try:
+        notice = _notices().add(text, _date(start, "de début"), _date(end, "de fin"), author, topic=topic,
+                                service=service, closes_town_hall=closed)
+    except NoticeError as exc:
+        _fail(str(exc))
+        return
+    typer.echo(f"Avis #{notice.id} enregistré, du {notice.starts_on:%d/%m/%Y} au {notice.ends_on:%d/%m/%Y} inclus.")
+
+
+@notices_app.command("end")
+def notices_end(notice_id: int = typer.Argument(..., help="Le numéro de l'avis (guichet notices list)."),
+                as_: Optional[str] = AS_OPTION) -> None:
+    """Terminer un avis maintenant."""
+    from bot.notices import NoticeError
+
+    author = _cm(as_).username
+    try:
+        _notices().end(notice_id, author)
+    except NoticeError as exc:
+        _fail(str(exc))
+    typer.echo(f"Avis #{notice_id} terminé : l'assistant ne le dit plus.")
 
 
 @app.command()

@@ -58,6 +58,19 @@ class StaffHours:
         rules.append(businesstimedelta.HolidayRule(calendar, tz=tz))
         return cls(tz=tz, rules=businesstimedelta.Rules(rules), holiday_calendar=calendar)
 
+    def with_closed_days(self, days: dict[dt.date, str]) -> "StaffHours":
+        """The same hours with extra closed days (a town notice closing the town hall)."""
+        if not days:
+            return self
+        calendar = holidays.HolidayBase()
+        calendar.update(self.holiday_calendar)
+        for day, name in days.items():
+            calendar.setdefault(day, name)
+        rules = [*self.rules.available_rules,
+                 *(rule for rule in self.rules.unavailable_rules if not isinstance(rule, businesstimedelta.HolidayRule))]
+        rules.append(businesstimedelta.HolidayRule(calendar, tz=self.tz))
+        return StaffHours(tz=self.tz, rules=businesstimedelta.Rules(rules), holiday_calendar=calendar)
+
     def local(self, moment: dt.datetime) -> dt.datetime:
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=dt.timezone.utc)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, Column, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, Column, Date, DateTime, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import declarative_base, relationship
 
 Base = declarative_base()
@@ -127,3 +127,23 @@ class Outbox(Base):
     delivered_at = Column(DateTime, index=True)
     attempts = Column(Integer, nullable=False, default=0)
     last_error = Column(Text)
+
+
+class Notice(Base):
+    """A town notice written by the CM ("piscine fermée pour vidange jusqu'au 15"): added to the
+    answers of a FAQ topic, to a service's ticket receipts, or town-wide to greetings, from
+    ``starts_on`` to ``ends_on`` included (local dates). ``closes_town_hall``: the staff are away on
+    those days, so "when a person will read it" skips them."""
+
+    __tablename__ = "notice"
+
+    id = Column(Integer, primary_key=True)
+    text = Column(Text, nullable=False)
+    topic = Column(String(64))  # a FAQ topic slug, or None
+    service = Column(String(32))  # a service slug, or None; both None: the whole town
+    starts_on = Column(Date, nullable=False)
+    ends_on = Column(Date, nullable=False, index=True)
+    closes_town_hall = Column(Boolean, nullable=False, default=False)
+    created_by = Column(String(64), nullable=False)
+    created_at = Column(DateTime, nullable=False, default=utcnow)
+    ended_by = Column(String(64))  # ended early by hand (ends_on moved to the day before)

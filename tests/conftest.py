@@ -120,7 +120,7 @@ def stack(model_path, tmp_path_factory):
 
     var_dir = tmp_path_factory.mktemp("stack")
     url = f"sqlite:///{var_dir / 'guichet.db'}"
-    with running_stack(model_path, url, var_dir) as running:
+    with running_stack(model_path, url, var_dir, GUICHET_NOTICES_CACHE_SECONDS="0") as running:
         yield running
 
 

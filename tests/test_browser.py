@@ -441,6 +441,8 @@ def test_every_staff_page_passes_axe_at_both_widths(stack, web, browser_js):
     check("ticket after take")
     browser_js.get(f"{web.url}/stats")
     check("stats")
+    browser_js.get(f"{web.url}/avis")
+    check("notices")
     browser_js.get(f"{web.url}/queue?tous=1")
     check("CM queue with closed tickets")
     browser_js.get(f"{web.url}/tickets/T-2026-999999")
@@ -451,3 +453,28 @@ def test_every_staff_page_passes_axe_at_both_widths(stack, web, browser_js):
         browser_js.get(f"{web.url}/tickets/{report.reference}")
         check("service ticket")
     assert not found, "\n".join(f"{page}: {problems}" for page, problems in found.items())
+
+
+def test_a_notice_written_on_the_web_is_said_by_the_assistant_then_gone(stack, web, browser):
+    login(browser, web, "camille")
+    click_and_wait(browser, css(browser, "nav a[href='/avis']"))
+    assert "Avis à la population" in body(browser)
+    css(browser, "#texte").send_keys("La piscine est fermée pour vidange jusqu'à dimanche inclus.")
+    from selenium.webdriver.support.ui import Select
+
+    Select(css(browser, "#portee")).select_by_value("sujet:piscine")
+    browser.execute_script("arguments[0].value = arguments[1]", css(browser, "#fin"),
+                           (__import__("datetime").date.today() + __import__("datetime").timedelta(days=4)).isoformat())
+    submit(browser, "form[action='/avis']")
+    assert "Avis enregistré" in body(browser) and "vidange" in body(browser)
+    no_script(browser)
+    both_sizes(browser, "cm-notices")
+
+    citizen = f"web-n-{uuid.uuid4().hex[:8]}"
+    answer = " ".join(say(stack, citizen, "la piscine est ouverte quand ?"))
+    assert "valbourg.example/piscine" in answer and "vidange" in answer, answer
+
+    submit(browser, "form[action$='/fin']")
+    assert "Avis terminé" in body(browser) and "Aucun avis en cours." in body(browser)
+    again = " ".join(say(stack, f"web-n2-{uuid.uuid4().hex[:8]}", "la piscine est ouverte quand ?"))
+    assert "valbourg.example/piscine" in again and "vidange" not in again, again

@@ -86,3 +86,24 @@ def test_help_and_usage_errors_are_french_to_the_last_line(cli):
         result = cli(*args, ok=False)
         assert result.returncode == 2 and french in result.stderr, (args, result.stderr)
         assert "Error" not in result.stderr and "Try '" not in result.stderr, result.stderr
+
+
+def test_notices_from_the_command_line(cli, database_url):
+    import datetime as dt
+
+    cli("staff", "add-user", "camille", "--role", "cm", "--password", "motdepasse-cm-1")
+    cli("staff", "add-user", "victor", "--role", "head", "--service", "voirie", "--password", "motdepasse-voirie")
+    today = dt.date.today()
+    added = cli("notices", "add", "Collecte des bacs jaunes décalée au samedi.", "--from", today.isoformat(),
+                "--to", (today + dt.timedelta(days=2)).isoformat(), "--service", "proprete", "--as", "camille")
+    assert "Avis #1 enregistré" in added.stdout
+    listing = cli("notices", "list").stdout
+    assert "En cours : 1" in listing and "service Propreté" in listing and "bacs jaunes" in listing
+    refused = cli("notices", "add", "x", "--from", "demain", "--to", today.isoformat(), "--as", "camille", ok=False)
+    assert refused.returncode == 2 and "AAAA-MM-JJ" in refused.stderr
+    head = cli("notices", "add", "x", "--from", today.isoformat(), "--to", today.isoformat(), "--as", "victor", ok=False)
+    assert head.returncode == 2 and "community manager" in head.stderr
+    assert "Avis #1 terminé" in cli("notices", "end", "1", "--as", "camille").stdout
+    assert "En cours : 0" in cli("notices", "list").stdout
+    again = cli("notices", "end", "1", "--as", "camille", ok=False)
+    assert again.returncode == 2 and "déjà terminé" in again.stderr

@@ -6,6 +6,7 @@ import datetime as dt
 import html as htmllib
 import os
 import re
+import pytz
 import stat
 import time
 
@@ -701,3 +702,62 @@ def test_an_urgent_ticket_opens_with_what_to_do(client, store):
     assert html.index('class="urgent-banner"') < html.index('aria-label="Informations du ticket"')
     plain = make_ticket(store, "conv-not-urgent")
     assert 'class="urgent-banner"' not in page(client.get(f"/tickets/{plain.reference}"))
+
+
+# --- town notices ----------------------------------------------------------------------------------
+
+def test_the_cm_adds_a_notice_that_runs_then_ends(client, store, assistant):
+    login(client)
+    today = dt.date.today()
+    html = shown(client.get("/avis"))
+    assert "Aucun avis en cours." in html and 'aria-current="page">Avis' in html
+    post(client, "/avis", texte="La piscine est fermée pour vidange jusqu'au 15.", portee="sujet:piscine",
+         debut=today.isoformat(), fin=(today + dt.timedelta(days=3)).isoformat())
+    html = shown(client.get("/avis"))
+    assert "Avis enregistré" in html and "La piscine est fermée pour vidange jusqu'au 15." in html
+    assert "sujet « piscine »" in html
+    now = dt.datetime.now(dt.timezone.utc)
+    assert any("vidange" in text for text in assistant.faq("piscine", now).texts)
+    assert not any("vidange" in text for text in assistant.faq("mediatheque", now).texts)
+    later = now + dt.timedelta(days=5)  # after its last day: gone by itself
+    assistant.notices._cache = None
+    assert not any("vidange" in text for text in assistant.faq("piscine", later).texts)
+    [notice_id] = re.findall(r'action="/avis/(\d+)/fin"', page(client.get("/avis")))
+    post(client, f"/avis/{notice_id}/fin")
+    assistant.notices._cache = None
+    assert not any("vidange" in text for text in assistant.faq("piscine", now).texts)
+    assert "Aucun avis en cours." in shown(client.get("/avis"))
+
+
+def test_bad_notices_are_refused_in_french(client, store):
+    login(client)
+    today = dt.date.today()
+    for data, message in (
+        ({"texte": "", "debut": today.isoformat(), "fin": today.isoformat()}, "Le texte de l'avis est vide."),
+        ({"texte": "x", "debut": today.isoformat(), "fin": "hier"}, "Indiquez une date de début et une date de fin"),
+        ({"texte": "x", "debut": today.isoformat(), "fin": (today - dt.timedelta(days=1)).isoformat()},
+         "La date de fin est avant la date de début."),
+        ({"texte": "x" * 600, "debut": today.isoformat(), "fin": today.isoformat()}, "Avis trop long"),
+        ({"texte": "x", "portee": "sujet:cinema", "debut": today.isoformat(), "fin": today.isoformat()}, "Sujet inconnu"),
+    ):
+        post(client, "/avis", **data)
+        assert message in shown(client.get("/avis")), data
+    assert "Aucun avis en cours." in shown(client.get("/avis"))
+    login(client, "victor")
+    assert client.get("/avis").status_code == 403
+
+
+def test_a_closure_notice_changes_when_a_person_reads(store, assistant):
+    from bot.notices import Notices
+
+    paris = pytz.timezone("Europe/Paris")
+    friday_evening = paris.localize(dt.datetime(2027, 3, 5, 19, 0))
+    assert assistant.staff_hours(friday_evening).when_read(friday_evening) == "lundi matin"
+    Notices(store, assistant.profile).add("La mairie est fermée lundi 8 mars (inventaire).", dt.date(2027, 3, 8),
+                                          dt.date(2027, 3, 8), "camille", closes_town_hall=True,
+                                          today=dt.date(2027, 3, 1))
+    assistant.notices._cache = None
+    assert assistant.staff_hours(friday_evening).when_read(friday_evening) == "mardi 9 mars au matin"
+    assert not any("inventaire" in text for text in assistant.smalltalk("greet", friday_evening).texts)
+    monday = paris.localize(dt.datetime(2027, 3, 8, 9, 0))
+    assert any("inventaire" in text for text in assistant.smalltalk("greet", monday).texts)  # said with hello

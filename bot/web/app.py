@@ -135,6 +135,7 @@ def create_app(desk_factory: Callable[[], StaffDesk] | None = None, accounts=Non
     _register_helpers(app)
     _register_guards(app, state)
     _register_views(app, state)
+    _register_notices(app)
     _register_errors(app)
     return app
 
@@ -490,6 +491,62 @@ def _register_views(app: Flask, state: _State) -> None:
         figures = _figures(_stats_days())
         return Response(_stats_module().chart_png(figures, name), mimetype="image/png",
                         headers={"Cache-Control": "private, no-store"})
+
+
+def _register_notices(app: Flask) -> None:
+    """/avis: the CM's town notices (added to the assistant's answers while they run)."""
+    from bot.notices import NoticeError, Notices, describe_scope
+
+    def notices() -> Notices:
+        if not g.staff.is_cm:
+            _abort(403, "Les avis à la population sont gérés par le community manager.")
+        desk = _desk()
+        return Notices(desk.store, desk.profile)
+
+    def today() -> dt.date:
+        moment = dt.datetime.fromtimestamp(app.config["GUICHET_CLOCK"](), dt.timezone.utc)
+        return _desk().hours.local(moment).date()
+
+    @app.get("/avis")
+    def notices_page():
+        store = notices()
+        desk = _desk()
+        return render_template("notices.html", listing=store.listing(today()), today=today().isoformat(),
+                               topics=sorted(desk.profile.faq), services=desk.profile.services,
+                               describe=lambda n: describe_scope(n, desk.profile), form=request.args)
+
+    @app.post("/avis")
+    def notices_add():
+        store = notices()
+        form = request.form
+        scope = form.get("portee", "")
+        topic = scope.split(":", 1)[1] if scope.startswith("sujet:") else None
+        service = scope.split(":", 1)[1] if scope.startswith("service:") else None
+        try:
+            starts_on = dt.date.fromisoformat(form.get("debut", "")[:10])
+            ends_on = dt.date.fromisoformat(form.get("fin", "")[:10])
+        except ValueError:
+            flash("Indiquez une date de début et une date de fin (jj/mm/aaaa).", "error")
+            return redirect(url_for("notices_page"))
+        try:
+            store.add(form.get("texte", ""), starts_on, ends_on, g.staff.username, topic=topic, service=service,
+                      closes_town_hall=form.get("fermeture") == "1", today=today())
+        except NoticeError as exc:
+            flash(str(exc), "error")
+            return redirect(url_for("notices_page"))
+        flash("Avis enregistré : l'assistant l'ajoute à ses réponses du "
+              f"{starts_on:%d/%m/%Y} au {ends_on:%d/%m/%Y} inclus.", "ok")
+        return redirect(url_for("notices_page"))
+
+    @app.post("/avis/<int:notice_id>/fin")
+    def notices_end(notice_id: int):
+        try:
+            notices().end(notice_id, g.staff.username, today=today())
+        except NoticeError as exc:
+            flash(str(exc), "error")
+        else:
+            flash("Avis terminé : l'assistant ne le dit plus.", "ok")
+        return redirect(url_for("notices_page"))
 
 
 def _load(reference: str):
