@@ -13,7 +13,7 @@ from functools import lru_cache
 import logging
 
 from bot import events
-from bot.answers import FaqAnswer
+from bot.answers import Answers, FaqAnswer
 from bot.hours import StaffHours
 from bot.kinds import COMPLAINT, HANDOFF, settle_kind
 from bot.location import extract_location
@@ -71,6 +71,7 @@ class Assistant:
         self.replies = replies
         self.hours = hours
         self.notices = notices if notices is not None else Notices(store, profile)
+        self.answers = Answers(store, profile)
         self._hours_with_closures: dict[frozenset, StaffHours] = {}
 
     def staff_hours(self, now: dt.datetime) -> StaffHours:
@@ -120,7 +121,15 @@ class Assistant:
 
     def answer_for(self, topic: str, entry):
         """The answer of a FAQ topic as the CM last edited it on the web, or the profile's."""
-        return FaqAnswer(entry.answer, entry.link)
+        try:
+            return self.answers.current(topic)
+        except Exception as exc:  # noqa: BLE001 - the profile's answer is always there
+            logger.warning("could not read the edited answers: %s", type(exc).__name__)
+            return FaqAnswer(entry.answer, entry.link)
+
+    def preview_faq(self, topic: str, text: str, link: str, now: dt.datetime) -> list[str]:
+        """What the assistant would say with this answer (the staff page's preview)."""
+        return [self._say("faq", now, answer=text, link=link)] + self._notices(now, topic=topic)
 
     def decline(self, now: dt.datetime) -> Reply:
         return Reply([self._say("decline", now)], "decline")

@@ -25,6 +25,9 @@ app.add_typer(tickets_app, name="tickets")
 app.add_typer(staff_app, name="staff")
 citizen_app = typer.Typer(help="Données d'un habitant (RGPD) : export et effacement.", no_args_is_help=True)
 app.add_typer(citizen_app, name="citizen")
+answers_app = typer.Typer(help="Réponses de l'assistant (FAQ) : voir, modifier, restaurer une version.",
+                          no_args_is_help=True)
+app.add_typer(answers_app, name="answers")
 notices_app = typer.Typer(help="Avis à la population : ajoutés aux réponses de l'assistant pendant leurs dates.",
                           no_args_is_help=True)
 app.add_typer(notices_app, name="notices")
@@ -630,6 +633,78 @@ def notices_end(notice_id: int = typer.Argument(..., help="Le numéro de l'avis 
     except NoticeError as exc:
         _fail(str(exc))
     typer.echo(f"Avis #{notice_id} terminé : l'assistant ne le dit plus.")
+
+
+def _answers():
+    from bot.answers import Answers
+    from bot.profile import load_profile
+
+    return Answers(_store(), load_profile(), cache_seconds=0)
+
+
+@answers_app.command("list")
+def answers_list() -> None:
+    """Les sujets et la version que l'assistant donne."""
+    store = _answers()
+    for topic in store.profile.faq:
+        current = store.current(topic)
+        typer.echo(f"{topic} : " + (f"version {current.version}" if current.version else "réponse d'origine"))
+    pending = store.proposals()
+    if pending:
+        typer.echo(f"Propositions à valider : {', '.join(f'#{p.id} ({p.topic})' for p in pending)}")
+
+
+@answers_app.command("show")
+def answers_show(topic: str = typer.Argument(..., help="Le sujet (guichet answers list).")) -> None:
+    """La réponse actuelle d'un sujet et ses versions."""
+    store = _answers()
+    if topic not in store.profile.faq:
+        _fail(f"Sujet inconnu « {topic[:60]} » : {', '.join(store.profile.faq)}.")
+    current = store.current(topic)
+    typer.echo(f"{current.text} 👉 {current.link}")
+    for version in store.history(topic):
+        typer.echo(f"  #{version.id} {version.status} par {version.author} le {version.created_at:%d/%m/%Y %H:%M}"
+                   f"{' · ' + version.note if version.note else ''}")
+
+
+@answers_app.command("set")
+def answers_set(topic: str = typer.Argument(..., help="Le sujet."),
+                text: str = typer.Option(..., "--text", help="La nouvelle réponse (1 200 caractères au plus)."),
+                link: Optional[str] = typer.Option(None, "--link", help="Le lien (défaut : celui d'aujourd'hui)."),
+                as_: Optional[str] = AS_OPTION) -> None:
+    """Modifier la réponse d'un sujet (CM : en ligne tout de suite ; responsable : proposition)."""
+    from bot.answers import AnswerError
+
+    staff = _staff(as_)
+    store = _answers()
+    try:
+        current = store.current(topic) if topic in store.profile.faq else None
+        version = store.edit(topic, text, link or (current.link if current else ""), staff)
+    except AnswerError as exc:
+        _fail(str(exc))
+        return
+    typer.echo(f"Version #{version.id} {'en ligne' if version.status == 'approved' else 'proposée au community manager'}.")
+
+
+@answers_app.command("restore")
+def answers_restore(topic: str = typer.Argument(..., help="Le sujet."),
+                    version: str = typer.Argument(..., help="Le numéro de version, ou « origine »."),
+                    as_: Optional[str] = AS_OPTION) -> None:
+    """Remettre en ligne une version précédente (ou la réponse d'origine du profil)."""
+    from bot.answers import AnswerError
+
+    staff = _staff(as_)
+    try:
+        number = None if version == "origine" else int(version)
+    except ValueError:
+        _fail("Indiquez un numéro de version (guichet answers show SUJET) ou « origine ».")
+        return
+    try:
+        restored = _answers().restore(topic, number, staff)
+    except AnswerError as exc:
+        _fail(str(exc))
+        return
+    typer.echo(f"Version #{restored.id} en ligne ({restored.note}).")
 
 
 @app.command()

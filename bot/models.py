@@ -147,3 +147,22 @@ class Notice(Base):
     created_by = Column(String(64), nullable=False)
     created_at = Column(DateTime, nullable=False, default=utcnow)
     ended_by = Column(String(64))  # ended early by hand (ends_on moved to the day before)
+
+
+class AnswerVersion(Base):
+    """One version of a FAQ topic's answer, written on the staff web page (``bot.answers``). The
+    latest approved version of a topic is what the assistant says; the profile's text otherwise.
+    Versions are never changed but by review: they are the audit trail of the answers."""
+
+    __tablename__ = "answer_version"
+
+    id = Column(Integer, primary_key=True)
+    topic = Column(String(64), nullable=False, index=True)
+    text = Column(Text, nullable=False)
+    link = Column(String(500), nullable=False)
+    status = Column(String(16), nullable=False)  # "approved", "proposed" (by a service head), "rejected"
+    author = Column(String(64), nullable=False)
+    created_at = Column(DateTime, nullable=False, default=utcnow)
+    reviewed_by = Column(String(64))
+    reviewed_at = Column(DateTime)
+    note = Column(Text)  # "restauré depuis la version 3", "réponse d'origine", a reviewer's word

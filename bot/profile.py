@@ -36,7 +36,7 @@ class FaqTopic:
     answer: str  # already rendered
     link: str
     redirect: str | None
-
+    service: str | None = None  # the service whose head may propose a new answer
 
 @dataclass(frozen=True)
 class Town:
@@ -139,7 +139,10 @@ def parse_profile(data: dict[str, Any], source: Path) -> Profile:
             if redirect and redirect not in bodies:
                 raise ProfileError(f"faq {slug}: redirect {redirect!r} is not an external body")
             answer = " ".join(env.from_string(f["answer"]).render(**context).split())
-            faq[slug] = FaqTopic(slug=slug, answer=answer, link=f["link"], redirect=redirect)
+            service = f.get("service")
+            if service and service not in services:
+                raise ProfileError(f"faq {slug}: service {service!r} is not a service of the profile")
+            faq[slug] = FaqTopic(slug=slug, answer=answer, link=f["link"], redirect=redirect, service=service)
         cm = data.get("community_manager") or {}
     except KeyError as exc:
         raise ProfileError(f"{source}: missing key {exc}") from exc

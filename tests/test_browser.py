@@ -443,6 +443,10 @@ def test_every_staff_page_passes_axe_at_both_widths(stack, web, browser_js):
     check("stats")
     browser_js.get(f"{web.url}/avis")
     check("notices")
+    browser_js.get(f"{web.url}/reponses")
+    check("answers")
+    browser_js.get(f"{web.url}/reponses/piscine")
+    check("one answer")
     browser_js.get(f"{web.url}/queue?tous=1")
     check("CM queue with closed tickets")
     browser_js.get(f"{web.url}/tickets/T-2026-999999")
@@ -478,3 +482,29 @@ def test_a_notice_written_on_the_web_is_said_by_the_assistant_then_gone(stack, w
     assert "Avis terminé" in body(browser) and "Aucun avis en cours." in body(browser)
     again = " ".join(say(stack, f"web-n2-{uuid.uuid4().hex[:8]}", "la piscine est ouverte quand ?"))
     assert "valbourg.example/piscine" in again and "vidange" not in again, again
+
+
+def test_the_cm_edits_an_answer_with_a_preview_and_restores_it(stack, web, browser):
+    citizen = f"web-r-{uuid.uuid4().hex[:8]}"
+    before = " ".join(say(stack, citizen, "c'est quoi les horaires de la médiathèque ?"))
+    assert "valbourg.example" in before
+    login(browser, web, "camille")
+    click_and_wait(browser, css(browser, "nav a[href='/reponses']"))
+    click_and_wait(browser, css(browser, "a[href='/reponses/mediatheque']"))
+    text = "La médiathèque Jules-Verne vous accueille du mardi au samedi, de 10h à 18h (19h le mercredi)."
+    area = css(browser, "#texte")
+    area.clear()
+    area.send_keys(text)
+    submit(browser, "form[action='/reponses/mediatheque']", "button[value=apercu]")
+    assert "Aperçu : la réponse de l'assistant avec ce texte" in body(browser) and text in body(browser)
+    assert css(browser, "#texte").get_attribute("value") == text  # the text is still there to edit
+    both_sizes(browser, "cm-answer-preview")
+    submit(browser, "form[action='/reponses/mediatheque']", "button[value=enregistrer]")
+    assert "Réponse enregistrée" in body(browser)
+    after = " ".join(say(stack, f"web-r2-{uuid.uuid4().hex[:8]}", "c'est quoi les horaires de la médiathèque ?"))
+    assert text in after, after
+    submit(browser, "form[action='/reponses/mediatheque/restaurer']")
+    assert "Version restaurée" in body(browser)
+    restored = " ".join(say(stack, f"web-r3-{uuid.uuid4().hex[:8]}", "c'est quoi les horaires de la médiathèque ?"))
+    assert text not in restored and restored == before, restored
+    no_script(browser)

@@ -107,3 +107,17 @@ def test_notices_from_the_command_line(cli, database_url):
     assert "En cours : 0" in cli("notices", "list").stdout
     again = cli("notices", "end", "1", "--as", "camille", ok=False)
     assert again.returncode == 2 and "déjà terminé" in again.stderr
+
+
+def test_answers_from_the_command_line(cli):
+    cli("staff", "add-user", "camille", "--role", "cm", "--password", "motdepasse-cm-1")
+    assert "piscine : réponse d'origine" in cli("answers", "list").stdout
+    set_ = cli("answers", "set", "piscine", "--text", "Le centre aquatique ouvre à 10h tous les jours.", "--as", "camille")
+    assert "Version #1 en ligne" in set_.stdout
+    shown_ = cli("answers", "show", "piscine").stdout
+    assert shown_.startswith("Le centre aquatique ouvre à 10h tous les jours. 👉 https://") and "#1 approved" in shown_
+    assert "Version #2 en ligne (réponse d'origine" in cli("answers", "restore", "piscine", "origine", "--as", "camille").stdout
+    bad = cli("answers", "restore", "piscine", "deux", "--as", "camille", ok=False)
+    assert bad.returncode == 2 and "numéro de version" in bad.stderr
+    unknown = cli("answers", "show", "cinema", ok=False)
+    assert unknown.returncode == 2 and "Sujet inconnu" in unknown.stderr

@@ -89,6 +89,11 @@ def shown(response) -> str:
     return htmllib.unescape(page(response))
 
 
+def visible(response) -> str:
+    """The page's text without its tags, spaces collapsed."""
+    return " ".join(re.sub(r"<[^>]+>", " ", shown(response)).split())
+
+
 def outbox(store, conversation: str) -> list[str]:
     with store.session() as session:
         return [o.text for o in session.execute(select(Outbox).where(Outbox.conversation_id == conversation)
@@ -761,3 +766,61 @@ def test_a_closure_notice_changes_when_a_person_reads(store, assistant):
     assert not any("inventaire" in text for text in assistant.smalltalk("greet", friday_evening).texts)
     monday = paris.localize(dt.datetime(2027, 3, 8, 9, 0))
     assert any("inventaire" in text for text in assistant.smalltalk("greet", monday).texts)  # said with hello
+
+
+# --- answers edited on the web -------------------------------------------------------------------
+
+def test_the_cm_edits_an_answer_with_a_preview_then_restores_the_previous_one(client, store, assistant):
+    original = assistant.faq("piscine", dt.datetime.now(dt.timezone.utc)).texts[0]
+    login(client)
+    assert "piscine" in shown(client.get("/reponses"))
+    new_text = "Le centre aquatique est ouvert tous les jours de 10h à 20h, le dimanche jusqu'à 13h."
+    preview = shown(post(client, "/reponses/piscine", texte=new_text, lien="https://www.valbourg.example/piscine",
+                         action="apercu"))
+    assert "Aperçu : la réponse de l'assistant avec ce texte" in preview and new_text in preview
+    assert "Rien n'est encore enregistré." in preview
+    assistant.answers._cache = None
+    assert assistant.faq("piscine", dt.datetime.now(dt.timezone.utc)).texts[0] == original  # a preview saves nothing
+    post(client, "/reponses/piscine", texte=new_text, lien="https://www.valbourg.example/piscine", action="enregistrer")
+    assistant.answers._cache = None
+    live = assistant.faq("piscine", dt.datetime.now(dt.timezone.utc)).texts[0]
+    assert live.startswith(new_text) and "valbourg.example/piscine" in live
+    page_html = visible(client.get("/reponses/piscine"))
+    assert "Version 1 · en ligne · écrite par camille" in page_html
+    post(client, "/reponses/piscine/restaurer", version="origine")
+    assistant.answers._cache = None
+    assert assistant.faq("piscine", dt.datetime.now(dt.timezone.utc)).texts[0] == original
+    history = visible(client.get("/reponses/piscine"))
+    assert "réponse d'origine (fichier du profil) restaurée" in history and "Version 1 · validée" in history
+    post(client, "/reponses/piscine/restaurer", version="1")
+    assistant.answers._cache = None
+    assert assistant.faq("piscine", dt.datetime.now(dt.timezone.utc)).texts[0].startswith(new_text)
+
+
+def test_bad_answer_edits_are_refused_in_french(client, store):
+    login(client)
+    for data, message in (({"texte": "", "lien": "https://x.example"}, "La réponse est vide."),
+                          ({"texte": "ok", "lien": "javascript:alert(1)"}, "adresse web complète"),
+                          ({"texte": "x" * 1300, "lien": "https://x.example"}, "Réponse trop longue")):
+        html = shown(post(client, "/reponses/piscine", action="enregistrer", **data))
+        assert message in html, data
+    assert client.get("/reponses/cinema").status_code == 404
+
+
+def test_a_service_head_proposes_and_the_cm_approves(client, store, assistant):
+    login(client, "victor")  # voirie: no FAQ topic of his own
+    assert client.get("/reponses/piscine").status_code == 404
+    Accounts(store, assistant.profile).create("sophie", PASSWORD, "head", "sport_culture", display_name="Sophie")
+    login(client, "sophie")
+    text = "La piscine Jean-Bouin rouvre le 3 janvier après sa vidange, aux horaires habituels."
+    post(client, "/reponses/piscine", texte=text, lien="https://www.valbourg.example/piscine", action="enregistrer")
+    assistant.answers._cache = None
+    assert not assistant.faq("piscine", dt.datetime.now(dt.timezone.utc)).texts[0].startswith(text)  # not yet
+    login(client)
+    queue = shown(client.get("/reponses"))
+    assert "Propositions à valider (1)" in queue and text in queue
+    [version] = re.findall(r'action="/reponses/propositions/(\d+)"', page(client.get("/reponses")))
+    post(client, f"/reponses/propositions/{version}", decision="valider")
+    assistant.answers._cache = None
+    assert assistant.faq("piscine", dt.datetime.now(dt.timezone.utc)).texts[0].startswith(text)
+    assert "validée par camille" in visible(client.get("/reponses/piscine"))

@@ -136,6 +136,7 @@ def create_app(desk_factory: Callable[[], StaffDesk] | None = None, accounts=Non
     _register_guards(app, state)
     _register_views(app, state)
     _register_notices(app)
+    _register_answers(app)
     _register_errors(app)
     return app
 
@@ -547,6 +548,98 @@ def _register_notices(app: Flask) -> None:
         else:
             flash("Avis terminé : l'assistant ne le dit plus.", "ok")
         return redirect(url_for("notices_page"))
+
+
+def _register_answers(app: Flask) -> None:
+    """/reponses: FAQ answers edited on the web (CM), proposed by service heads for their topics."""
+    from bot.answers import AnswerError, Answers
+
+    def answers() -> Answers:
+        desk = _desk()
+        return Answers(desk.store, desk.profile, cache_seconds=0)
+
+    def topics_for(staff) -> list[str]:
+        faq = _desk().profile.faq
+        return [t for t in faq if staff.is_cm or (faq[t].service and faq[t].service == staff.service)]
+
+    def topic_or_404(topic: str) -> str:
+        if topic not in topics_for(g.staff):
+            abort(404)
+        return topic
+
+    @app.get("/reponses")
+    def answers_page():
+        store = answers()
+        topics = topics_for(g.staff)
+        return render_template("answers.html", topics=[(t, store.current(t)) for t in topics],
+                               proposals=store.proposals() if g.staff.is_cm else [])
+
+    def render_topic(topic: str, text: str | None = None, link: str | None = None, preview=None):
+        store = answers()
+        current = store.current(topic)
+        return render_template("answer.html", topic=topic, current=current, history=store.history(topic),
+                               text=current.text if text is None else text, link=current.link if link is None else link,
+                               preview=preview, default=_desk().profile.faq[topic])
+
+    @app.get("/reponses/<topic>")
+    def answer_page(topic: str):
+        return render_topic(topic_or_404(topic))
+
+    @app.post("/reponses/<topic>")
+    def answer_save(topic: str):
+        topic = topic_or_404(topic)
+        text, link = request.form.get("texte", ""), request.form.get("lien", "")
+        store = answers()
+        if request.form.get("action") == "apercu":
+            try:
+                checked_text, checked_link = store.check(topic, text, link)
+            except AnswerError as exc:
+                flash(str(exc), "error")
+                return render_topic(topic, text, link)
+            now = dt.datetime.now(dt.timezone.utc)
+            return render_topic(topic, text, link, preview=_assistant_for_preview().preview_faq(
+                topic, checked_text, checked_link, now))
+        try:
+            version = store.edit(topic, text, link, g.staff)
+        except AnswerError as exc:
+            flash(str(exc), "error")
+            return render_topic(topic, text, link)
+        if version.status == "approved":
+            flash("Réponse enregistrée : l'assistant la donne dès maintenant (la version précédente est gardée).", "ok")
+        else:
+            flash("Proposition envoyée au community manager, qui la validera.", "ok")
+        return redirect(url_for("answer_page", topic=topic))
+
+    @app.post("/reponses/<topic>/restaurer")
+    def answer_restore(topic: str):
+        topic = topic_or_404(topic)
+        choice = request.form.get("version", "")
+        try:
+            answers().restore(topic, None if choice == "origine" else int(choice or "-1"), g.staff)
+        except (AnswerError, ValueError) as exc:
+            flash(str(exc) if isinstance(exc, AnswerError) else "Version introuvable pour ce sujet.", "error")
+        else:
+            flash("Version restaurée : l'assistant la donne dès maintenant.", "ok")
+        return redirect(url_for("answer_page", topic=topic))
+
+    @app.post("/reponses/propositions/<int:version_id>")
+    def answer_review(version_id: int):
+        approve = request.form.get("decision") == "valider"
+        try:
+            version = answers().review(version_id, approve, g.staff, request.form.get("note"))
+        except AnswerError as exc:
+            flash(str(exc), "error")
+            return redirect(url_for("answers_page"))
+        flash("Proposition validée : l'assistant la donne dès maintenant." if approve else "Proposition refusée.", "ok")
+        return redirect(url_for("answer_page", topic=version.topic))
+
+
+def _assistant_for_preview():
+    """An assistant on this desk's database, to show the reply exactly as the bot would say it."""
+    from bot.assistant import Assistant
+
+    desk = _desk()
+    return Assistant(desk.profile, desk.store, desk.replies, desk.hours)
 
 
 def _load(reference: str):
