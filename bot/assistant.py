@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import logging
 
-from bot import events
+from bot import events, satisfaction
 from bot.answers import Answers, FaqAnswer
 from bot.hours import StaffHours
 from bot.kinds import COMPLAINT, HANDOFF, settle_kind
@@ -130,6 +130,18 @@ class Assistant:
     def preview_faq(self, topic: str, text: str, link: str, now: dt.datetime) -> list[str]:
         """What the assistant would say with this answer (the staff page's preview)."""
         return [self._say("faq", now, answer=text, link=link)] + self._notices(now, topic=topic)
+
+    def satisfaction_answer(self, conversation: Conversation, intent: str, text: str | None,
+                            now: dt.datetime) -> Reply | None:
+        """The answer to "Êtes-vous satisfait(e) ?" when this conversation was just asked; else None."""
+        answer = satisfaction.answer_of(intent)
+        if answer is None:
+            return None
+        ticket = satisfaction.pending(self.store, conversation.id, now)
+        if ticket is None:
+            return None
+        satisfaction.record(self.store, ticket.id, answer, text)
+        return Reply([self._say(f"satisfaction.thanks_{answer}", now)], "smalltalk")
 
     def decline(self, now: dt.datetime) -> Reply:
         return Reply([self._say("decline", now)], "decline")

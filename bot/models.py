@@ -52,6 +52,10 @@ class Ticket(Base):
     duplicate_of_id = Column(Integer, ForeignKey("ticket.id", ondelete="SET NULL"))
     cm_announced_at = Column(DateTime)  # posted to the CM's Telegram group (so none is missed or posted twice)
     anonymised_at = Column(DateTime)  # bot.privacy: the citizen's identifiers and texts removed
+    satisfaction_asked_at = Column(DateTime)  # bot.satisfaction: asked once, after resolved / closed
+    satisfaction = Column(String(8))  # "yes" or "no"
+    satisfaction_comment = Column(Text)
+    satisfaction_at = Column(DateTime)
 
     messages = relationship("Message", back_populates="ticket", order_by="Message.id")
     status_changes = relationship("StatusChange", back_populates="ticket", order_by="StatusChange.id")
@@ -127,6 +131,7 @@ class Outbox(Base):
     delivered_at = Column(DateTime, index=True)
     attempts = Column(Integer, nullable=False, default=0)
     last_error = Column(Text)
+    buttons = Column(Text)  # JSON list of {"title", "payload"}: shown where the channel has buttons
 
 
 class Notice(Base):

@@ -125,7 +125,8 @@ def _row(obj, columns) -> dict:
 
 _TICKET_FIELDS = ("id", "reference", "kind", "queue", "status", "urgent", "handoff_reason", "conversation_id",
                   "channel", "citizen_name", "location", "summary", "created_at", "updated_at",
-                  "first_response_at", "resolved_at", "closed_at", "assigned_to", "scheduled_for", "anonymised_at")
+                  "first_response_at", "resolved_at", "closed_at", "assigned_to", "scheduled_for", "anonymised_at",
+                  "satisfaction", "satisfaction_comment", "satisfaction_at")
 _MESSAGE_FIELDS = ("id", "ticket_id", "conversation_id", "channel", "author", "author_name", "text", "private",
                    "created_at")
 _CHANGE_FIELDS = ("id", "ticket_id", "old_status", "new_status", "actor", "note", "created_at")
@@ -317,6 +318,7 @@ class Privacy:
         ticket.conversation_id = pseudonym
         ticket.citizen_name = None
         ticket.location = None
+        ticket.satisfaction_comment = None  # the citizen's words; the yes / no stays in the figures
         ticket.summary = MARKER
         ticket.source_message_id = None
         ticket.anonymised_at = ticket.anonymised_at or moment

@@ -6,6 +6,7 @@ Pull channels (the REST channel, the local chat) collect their pending messages 
 """
 from __future__ import annotations
 
+import json
 import logging
 from typing import Callable
 
@@ -28,9 +29,10 @@ def unregister_deliverer(channel: str) -> None:
 
 
 def send_to_citizen(store: TicketStore, conversation_id: str, channel: str, text: str,
-                    ticket_id: int | None = None) -> Outbox:
+                    ticket_id: int | None = None, buttons: list[dict] | None = None) -> Outbox:
     with store.session() as session:
-        item = Outbox(conversation_id=conversation_id, channel=channel, text=text, ticket_id=ticket_id)
+        item = Outbox(conversation_id=conversation_id, channel=channel, text=text, ticket_id=ticket_id,
+                      buttons=json.dumps(buttons, ensure_ascii=False) if buttons else None)
         session.add(item)
         session.commit()
     deliver(store, item)
@@ -61,8 +63,20 @@ def _mark(store: TicketStore, item_id: int, delivered: bool = False, error: str 
         session.commit()
 
 
+def buttons_of(item: Outbox) -> list[dict]:
+    try:
+        return json.loads(item.buttons) if item.buttons else []
+    except ValueError:
+        return []
+
+
 def collect(store: TicketStore, conversation_id: str) -> list[str]:
     """Pull channels: take the conversation's pending messages (marked delivered), oldest first."""
+    return [item["text"] for item in collect_items(store, conversation_id)]
+
+
+def collect_items(store: TicketStore, conversation_id: str) -> list[dict]:
+    """The same with the buttons: ``{"text": ..., "buttons": [...]}``."""
     with store.session() as session:
         items = list(session.execute(
             select(Outbox).where(Outbox.conversation_id == conversation_id, Outbox.delivered_at.is_(None))
@@ -73,7 +87,7 @@ def collect(store: TicketStore, conversation_id: str) -> list[str]:
             item.delivered_at = moment
             item.attempts += 1
         session.commit()
-        return [item.text for item in items]
+        return [{"text": item.text, "buttons": buttons_of(item)} for item in items]
 
 
 def pending(store: TicketStore, channel: str | None = None) -> list[Outbox]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 from sqlalchemy import func, select, update
 
-from bot import events, relay
+from bot import events, relay, satisfaction
 from bot.accounts import Staff
 from bot.hours import StaffHours
 from bot.models import CLOSED_STATUSES, STATUSES, Message, StaffUser, StatusChange, Ticket, to_naive_utc, utcnow
@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 CANNED_ANSWERS = PROJECT_ROOT / "canned_answers.fr.yml"
 # Status changes a citizen is told about.
 NOTIFIED_STATUSES = ("in_progress", "scheduled", "resolved", "duplicate")
+SATISFACTION_STATUSES = ("resolved", "closed")  # then the citizen is asked one short question
 STATUS_LABELS = {
     "new": "Nouveau", "acknowledged": "Pris en compte", "in_progress": "En cours", "scheduled": "Programmé",
     "resolved": "Résolu", "not_ours": "Pas pour nous (retour CM)", "duplicate": "Doublon", "closed": "Clôturé",
@@ -346,6 +347,8 @@ class StaffDesk:
         updated = self.store.set_status(ticket.id, status, staff.username, note=note)
         if status in NOTIFIED_STATUSES:
             self._notify_status(updated, status)
+        if status in SATISFACTION_STATUSES:
+            self._ask_satisfaction(updated)
         if status == "closed":
             events.emit("ticket_closed", ticket=updated)
             if updated.kind == HANDOFF:
@@ -356,6 +359,13 @@ class StaffDesk:
         return self.set_status(staff, reference, "closed", note=note)
 
     # --- helpers -----------------------------------------------------------------------------------
+    def _ask_satisfaction(self, ticket: Ticket) -> None:
+        """Once per ticket; never breaks the status change (the question is only a question)."""
+        try:
+            satisfaction.ask(self.store, self.replies, ticket)
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("could not ask the satisfaction question of %s: %s", ticket.reference, type(exc).__name__)
+
     def _notify_status(self, ticket: Ticket, status: str) -> None:
         service = self.profile.services.get(ticket.queue)
         context = {"ref": ticket.reference, "service": service.name if service else self.profile.cm_team}

@@ -54,7 +54,8 @@ from bot.routing import CM_QUEUE
 from bot.staff import HANDOFF_REASON_LABELS, STATUS_LABELS
 from bot.tickets import HANDOFF, TicketStore
 
-CHARTS = ("messages_per_day", "tickets_per_service", "handoff_reasons")
+CHARTS = ("messages_per_day", "tickets_per_service", "handoff_reasons", "satisfaction")
+HANDOFF_GROUP = "handoff"  # satisfaction of the conversations handed to the CM
 UNKNOWN_REASON = "unknown"
 CSV_HEADER = ("metric", "key", "subkey", "value")
 
@@ -72,6 +73,9 @@ class Figures:
     first_response: dict[str, float | None]
     resolution: dict[str, float | None]
     overdue: dict[str, int]
+    # Answers to "Êtes-vous satisfait(e) ?" given in the period: queue slug, or "handoff" for the
+    # conversations handed to the CM (wherever they were routed) -> {"yes": n, "no": n}.
+    satisfaction: dict[str, dict[str, int]] = field(default_factory=dict)
     # Presentation helpers filled by ``compute`` (optional: slugs are shown when missing).
     queue_names: dict[str, str] = field(default_factory=dict)  # queue slug -> French name
     target_hours: dict[str, float] = field(default_factory=dict)  # queue slug -> first-response target
@@ -93,7 +97,14 @@ class Figures:
         return sum(sum(by_status.values()) for by_status in self.tickets_by_service_status.values())
 
     def queue_name(self, queue: str) -> str:
+        if queue == HANDOFF_GROUP:
+            return "Transferts au community manager"
         return self.queue_names.get(queue, queue)
+
+    def satisfaction_rate(self, group: str) -> float | None:
+        answers = self.satisfaction.get(group) or {}
+        total = answers.get("yes", 0) + answers.get("no", 0)
+        return answers.get("yes", 0) / total if total else None
 
 
 # --- computing ---------------------------------------------------------------------------------
@@ -151,6 +162,10 @@ def compute(store: TicketStore, profile: Profile, hours: StaffHours, now: dt.dat
                    Ticket.first_response_at, Ticket.resolved_at)
             .where(Ticket.created_at >= start, Ticket.created_at <= end)
         ).all()
+        answered = session.execute(
+            select(Ticket.queue, Ticket.kind, Ticket.handoff_reason, Ticket.satisfaction)
+            .where(Ticket.satisfaction.isnot(None), Ticket.satisfaction_at >= start, Ticket.satisfaction_at <= end)
+        ).all()
         waiting = session.execute(
             select(Ticket.queue, Ticket.created_at)
             .where(Ticket.status.notin_(CLOSED_STATUSES), Ticket.first_response_at.is_(None),
@@ -197,6 +212,16 @@ def compute(store: TicketStore, profile: Profile, hours: StaffHours, now: dt.dat
         if target is not None and staff_hours(row.created_at, now_utc) > target:
             overdue[row.queue] += 1
 
+    # Satisfaction, per service and for the hand-offs (profile order, then the CM's own tickets).
+    satisfaction_counts: dict[str, dict[str, int]] = {}
+    for row in answered:
+        group = HANDOFF_GROUP if (row.kind == HANDOFF or row.handoff_reason) else row.queue
+        bucket = satisfaction_counts.setdefault(group, {"yes": 0, "no": 0})
+        bucket["yes" if row.satisfaction == "yes" else "no"] += 1
+    group_order = [*profile.services, CM_QUEUE, HANDOFF_GROUP]
+    satisfaction_counts = dict(sorted(satisfaction_counts.items(),
+                                      key=lambda item: group_order.index(item[0]) if item[0] in group_order else 99))
+
     names = {slug: service.name for slug, service in profile.services.items()}
     names[CM_QUEUE] = "Community manager"
     return Figures(
@@ -204,7 +229,7 @@ def compute(store: TicketStore, profile: Profile, hours: StaffHours, now: dt.dat
         conversations=len(conversations), conversations_bot_only=len(bot_only),
         bot_only_share=len(bot_only) / len(conversations) if conversations else 0.0,
         handoffs_by_reason=handoffs_by_reason, tickets_by_service_status=matrix,
-        first_response=first_response, resolution=resolution, overdue=overdue,
+        first_response=first_response, resolution=resolution, overdue=overdue, satisfaction=satisfaction_counts,
         queue_names=names, target_hours=targets,
     )
 
@@ -233,6 +258,7 @@ def to_csv(figures: Figures) -> str:
     - ``tickets_by_service_status,<queue>,<status>,<n>`` (non-zero cells)
     - ``first_response,median_hours|p90_hours|count,,<value>`` and the same for ``resolution``
     - ``overdue,<queue>,,<n>`` for every queue
+    - ``satisfaction,<queue or handoff>,yes|no|rate,<value>`` for every group that was answered
     """
     rows: list[tuple] = [
         ("period", "since", "", figures.since.isoformat()),
@@ -252,6 +278,9 @@ def to_csv(figures: Figures) -> str:
         values = getattr(figures, metric)
         rows += [(metric, key, "", values.get(key)) for key in ("median_hours", "p90_hours", "count")]
     rows += [("overdue", queue, "", count) for queue, count in figures.overdue.items()]
+    for group, answers in figures.satisfaction.items():
+        rows += [("satisfaction", group, "yes", answers.get("yes", 0)), ("satisfaction", group, "no", answers.get("no", 0)),
+                 ("satisfaction", group, "rate", figures.satisfaction_rate(group))]
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -349,6 +378,11 @@ def format_text(figures: Figures) -> list[str]:
             target = figures.target_hours.get(queue)
             suffix = f" (cible {_number(target)} h)" if target is not None else ""
             lines.append(f"  - {figures.queue_name(queue)}{suffix} : {count}")
+    answers = sum(a.get("yes", 0) + a.get("no", 0) for a in figures.satisfaction.values())
+    lines.append(f"Satisfaction après clôture : {_plural(answers, 'réponse')}")
+    for group, counts in figures.satisfaction.items():
+        lines.append(f"  - {figures.queue_name(group)} : {share_text(figures.satisfaction_rate(group))} de oui "
+                     f"({counts.get('yes', 0)} oui, {counts.get('no', 0)} non)")
     return lines
 
 
@@ -447,8 +481,27 @@ def _chart_reasons(figures: Figures, ax) -> None:
     ax.set_xlim(0, max(count for _reason, count in rows) * 1.15)
 
 
+def _chart_satisfaction(figures: Figures, ax) -> None:
+    ax.set_title("Satisfaction après clôture (part de « oui »)", fontsize=16)
+    rows = [(group, counts) for group, counts in figures.satisfaction.items()
+            if counts.get("yes", 0) + counts.get("no", 0)]
+    if not rows:
+        _no_data(ax)
+        return
+    rows.reverse()
+    positions = range(len(rows))
+    rates = [100 * (figures.satisfaction_rate(group) or 0) for group, _counts in rows]
+    bars = ax.barh(positions, rates, color=_BLUE)
+    ax.bar_label(bars, labels=[f"{share_text(rate / 100)} ({c['yes'] + c['no']})" for rate, (_g, c) in zip(rates, rows)],
+                 padding=4, fontsize=12)
+    ax.set_yticks(list(positions))
+    ax.set_yticklabels([_wrap(figures.queue_name(group), 30) for group, _counts in rows], fontsize=_label_size(len(rows)))
+    ax.set_xlim(0, 125)
+    ax.set_xlabel("% de réponses « oui » (nombre de réponses)", fontsize=13)
+
+
 _CHART_DRAWERS = {"messages_per_day": _chart_messages, "tickets_per_service": _chart_tickets,
-                  "handoff_reasons": _chart_reasons}
+                  "handoff_reasons": _chart_reasons, "satisfaction": _chart_satisfaction}
 
 
 def chart_png(figures: Figures, name: str) -> bytes:

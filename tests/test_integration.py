@@ -112,3 +112,20 @@ def test_a_restart_loses_no_conversation(stack, sender, tickets):
     [ticket] = tickets.for_conversation(sender)
     assert ticket.queue == "voirie" and "Foch" in ticket.location and any(ticket.reference in r for r in replies)
     assert say(stack, silent, "toujours personne ?") == []
+
+
+def test_after_resolving_the_citizen_is_asked_once_and_the_answer_is_kept(stack, sender, tickets, desk):
+    say(stack, sender, "le lampadaire devant le 8 rue Pasteur ne s'allume plus")
+    [ticket] = tickets.for_conversation(sender)
+    desk.set_status(Staff("victor", "Victor", "head", "voirie"), ticket.reference, "resolved")
+    received = requests.get(f"{stack.rasa_url}/webhooks/guichet/outbox", params={"sender": sender}, timeout=10).json()
+    [question] = [m for m in received if "Êtes-vous satisfait(e)" in m["text"]]
+    assert [b["title"] for b in question["buttons"]] == ["👍 Oui", "👎 Non"]
+    thanks = say(stack, sender, question["buttons"][0]["payload"])  # the "👍 Oui" button
+    assert any("Merci pour votre retour" in r for r in thanks), thanks
+    assert tickets.get(ticket.id).satisfaction == "yes"
+    later = say(stack, sender, "oui")  # no question pending any more: plain small talk
+    assert not any("Merci pour votre retour" in r for r in later)
+    desk.close(Staff("victor", "Victor", "head", "voirie"), ticket.reference)
+    again = requests.get(f"{stack.rasa_url}/webhooks/guichet/outbox", params={"sender": sender}, timeout=10).json()
+    assert not any("Êtes-vous satisfait(e)" in m["text"] for m in again)  # never asked twice

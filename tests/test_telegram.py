@@ -290,6 +290,18 @@ def test_outbox_rows_written_elsewhere_reach_the_citizen(fake, store, assistant,
     assert fake.texts(chat_id) == ["Votre dossier avance."]
 
 
+def test_a_question_with_buttons_reaches_telegram_as_an_inline_keyboard(fake, store, assistant, chat_id):
+    desk = make_desk(store, assistant)
+    with running_gateway(fake, "http://127.0.0.1:1", store, desk):
+        relay.send_to_citizen(store, f"telegram-{chat_id}", "telegram", "Êtes-vous satisfait(e) ?",
+                              buttons=[{"title": "👍 Oui", "payload": "oui"}, {"title": "👎 Non", "payload": "non"}])
+        fake.wait_text(chat_id, "Êtes-vous satisfait(e) ?")
+    [sent] = [m for m in fake.sent(chat_id) if m.get("text") == "Êtes-vous satisfait(e) ?"]
+    keyboard = sent["reply_markup"]
+    keyboard = keyboard if isinstance(keyboard, dict) else __import__("json").loads(keyboard)
+    assert [b["text"] for row in keyboard["inline_keyboard"] for b in row] == ["👍 Oui", "👎 Non"]
+
+
 def test_unsupported_messages_and_staff_commands_from_strangers(fake, store, assistant, chat_id):
     desk = make_desk(store, assistant)
     with running_gateway(fake, "http://127.0.0.1:1", store, desk):

@@ -264,7 +264,8 @@ class GuichetRestInput(RestInput):
             sender = (request.args.get("sender") or "").strip()
             if not sender or len(sender) > MAX_SENDER:
                 return response.json({"error": "paramètre « sender » manquant ou invalide"}, status=400)
-            texts_ = await asyncio.to_thread(relay.collect, store, sender)
-            return response.json([{"recipient_id": sender, "text": text} for text in texts_])
+            items = await asyncio.to_thread(relay.collect_items, store, sender)
+            return response.json([{"recipient_id": sender, "text": item["text"],
+                                   **({"buttons": item["buttons"]} if item["buttons"] else {})} for item in items])
 
         return blueprint

@@ -647,7 +647,7 @@ class Gateway:
         chat_id = chat_of(item.conversation_id)
         if chat_id is None:
             raise ValueError(f"not a Telegram conversation: {item.conversation_id}")
-        await self.send(chat_id, item.text)
+        await self.send(chat_id, item.text, reply_markup=self._keyboard(relay.buttons_of(item)))
 
     def deliver_from_thread(self, item: Outbox) -> None:
         """``bot.relay`` deliverer (synchronous, called from a worker thread or another thread)."""

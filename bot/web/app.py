@@ -58,6 +58,7 @@ CHART_NAMES = {
     "messages_per_day": "Messages reçus par jour",
     "tickets_per_service": "Tickets par service et par statut",
     "handoff_reasons": "Transferts au community manager, par motif",
+    "satisfaction": "Satisfaction après clôture",
 }
 KIND_LABELS = {"report": "Signalement", "request": "Demande", "complaint": "Réclamation",
                "handoff": "Transfert au community manager"}
