@@ -261,9 +261,18 @@ def test_cm_answers_and_closes_a_handoff(stack, web, browser):
     page = body(browser)
     assert "je veux parler à quelqu'un de la mairie svp" in page and "Transfert au community manager" in page
 
+    both_sizes(browser, "cm-ticket-before-take")
+    resize(browser, PHONE)  # on a phone the main action is on the first screen
+    assert in_view(browser, css(browser, "form[action$='/take'] button")), "take is below the first screen"
+    resize(browser, DESKTOP)
     submit(browser, "form[action$='/take']")
     assert "Vous avez pris en charge le ticket" in body(browser)
     assert web.store.get(ticket.id).assigned_to == "camille"
+    both_sizes(browser, "cm-ticket-after-take")
+    resize(browser, PHONE)
+    browser.execute_script("window.scrollTo(0, 0)")
+    assert in_view(browser, css(browser, "a[href='#repondre']")), "reply is below the first screen"
+    resize(browser, DESKTOP)
 
     assert say(stack, citizen, "allô ? vous êtes là ?") == []  # the bot stays silent during the hand-off
     browser.refresh()

@@ -824,3 +824,11 @@ def test_a_service_head_proposes_and_the_cm_approves(client, store, assistant):
     assistant.answers._cache = None
     assert assistant.faq("piscine", dt.datetime.now(dt.timezone.utc)).texts[0].startswith(text)
     assert "validée par camille" in visible(client.get("/reponses/piscine"))
+
+
+def test_a_conversation_with_the_cm_has_no_intervention_date_field(client, store):
+    handoff = make_ticket(store, "conv-no-date")
+    report = make_ticket(store, "conv-date", kind="report", queue="voirie", summary="trou")
+    login(client)
+    assert 'id="scheduled_for"' not in page(client.get(f"/tickets/{handoff.reference}"))
+    assert 'id="scheduled_for"' in page(client.get(f"/tickets/{report.reference}"))
