@@ -318,7 +318,7 @@ def test_ticket_page_shows_fields_transcript_and_forms(client, store, desk):
     assert html.count('name="csrf_token"') >= 7  # the six forms and the logout button
     for answer in load_canned_answers():
         assert f'<option value="{answer["key"]}">' in html
-    assert 'type="date" id="scheduled_for"' in html and 'name="duplicate_of"' in html
+    assert 'type="date" id="scheduled_for"' not in html and 'name="duplicate_of"' in html  # no date for the CM
     assert "Voirie et éclairage public" in html  # the route form's services
     assert "Historique" in html and "création → <strong>Nouveau</strong>" in html
 
@@ -475,7 +475,8 @@ def test_resolved_notifies_the_citizen(client, store):
     login(client, "victor")
     post(client, f"/tickets/{ticket.reference}/status", status="resolved")
     assert store.get(ticket.id).status == "resolved" and store.get(ticket.id).resolved_at is not None
-    assert "résolu" in outbox(store, "conv-resolved")[-1]
+    sent = outbox(store, "conv-resolved")
+    assert "résolu" in sent[-2] and "Êtes-vous satisfait(e)" in sent[-1]  # then the one question
     assert "Statut changé : Résolu. Le citoyen est prévenu." in page(client.get(f"/tickets/{ticket.reference}"))
 
 
