@@ -203,7 +203,8 @@ def test_route_status_and_close_with_audit_rows(pg_store, pg_desk, resumed):
         ("in_progress", "scheduled", "yann"), ("scheduled", "resolved", "yann"), ("resolved", "closed", "camille")]
     assert [row.note for row in pg_desk.audit(CM_A, handoff.reference)][1] == "orienté vers voirie"
     news = relay.collect(pg_store, "citizen-1")
-    assert len(news) == 4 and "Voirie" in news[0] and "03/12/2026" in news[2] and "résolu" in news[3]
+    assert len(news) == 5 and "Voirie" in news[0] and "03/12/2026" in news[2] and "résolu" in news[3]
+    assert "Êtes-vous satisfait(e)" in news[4]  # asked once: resolving asked, closing did not ask again
 
     other, _ = pg_store.create(new("citizen-2", "h2", kind="handoff", queue="cm", handoff_reason="insult"))
     pg_desk.close(CM_A, other.reference)
