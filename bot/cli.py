@@ -686,6 +686,21 @@ def answers_set(topic: str = typer.Argument(..., help="Le sujet."),
     typer.echo(f"Version #{version.id} {'en ligne' if version.status == 'approved' else 'proposée au community manager'}.")
 
 
+@answers_app.command("review")
+def answers_review(version: int = typer.Argument(..., help="Le numéro de la proposition (guichet answers list)."),
+                   approve: bool = typer.Option(..., "--approve/--reject", help="Valider ou refuser."),
+                   as_: Optional[str] = AS_OPTION) -> None:
+    """CM : valider ou refuser la proposition d'un responsable de service."""
+    from bot.answers import AnswerError
+
+    try:
+        reviewed = _answers().review(version, approve, _staff(as_))
+    except AnswerError as exc:
+        _fail(str(exc))
+        return
+    typer.echo(f"Proposition #{reviewed.id} ({reviewed.topic}) {'validée : en ligne' if approve else 'refusée'}.")
+
+
 @answers_app.command("restore")
 def answers_restore(topic: str = typer.Argument(..., help="Le sujet."),
                     version: str = typer.Argument(..., help="Le numéro de version, ou « origine »."),

@@ -121,3 +121,17 @@ def test_answers_from_the_command_line(cli):
     assert bad.returncode == 2 and "numéro de version" in bad.stderr
     unknown = cli("answers", "show", "cinema", ok=False)
     assert unknown.returncode == 2 and "Sujet inconnu" in unknown.stderr
+
+
+def test_a_head_proposes_from_the_command_line_and_the_cm_reviews(cli):
+    cli("staff", "add-user", "camille", "--role", "cm", "--password", "motdepasse-cm-1")
+    cli("staff", "add-user", "sophie", "--role", "head", "--service", "sport_culture", "--password", "motdepasse-sport")
+    proposed = cli("answers", "set", "piscine", "--text", "La piscine rouvre le 3 janvier.", "--as", "sophie")
+    assert "proposée au community manager" in proposed.stdout
+    assert "Propositions à valider : #1 (piscine)" in cli("answers", "list").stdout
+    refused = cli("answers", "review", "1", "--approve", "--as", "sophie", ok=False)
+    assert refused.returncode == 2 and "Seul le community manager" in refused.stderr
+    assert "validée : en ligne" in cli("answers", "review", "1", "--approve", "--as", "camille").stdout
+    assert cli("answers", "show", "piscine").stdout.startswith("La piscine rouvre le 3 janvier.")
+    other = cli("answers", "set", "horaires_mairie", "--text", "Ouvert.", "--as", "sophie", ok=False)
+    assert other.returncode == 2 and "sujets de votre service" in other.stderr
