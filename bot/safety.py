@@ -12,7 +12,7 @@ from bot.textnorm import fold
 _DANGER = re.compile(
     r"odeur de gaz|\bsent\b.{0,15}\bgaz\b|fuite de gaz|\bgaz\b.*\b(?:fort|partout|odeur)"
     r"|(?:il y a|ya|y a|y'a)\s+(?:le |un )?feu\b(?! (?:rouge|tricolore|vert|orange|d'artifice|de signalisation|de circulation|clignotant|au lac|de la saint|de camp|pieton))"
-    r"|(?<!bouche d')(?<!bouche d )(?<!bouche a )(?<!borne )(?<!borne d')(?<!exercice )(?<!alarme )(?<!exercice d')(?<!alarme d')\bincendie\b(?! (?:de poubelle|eteint))|\ben feu\b|prend feu|a pris feu|\bflammes\b|beaucoup de fumee|fumee (?:noire|epaisse)"
+    r"|(?<!bouche d')(?<!bouche d )(?<!bouche a )(?<!borne a )(?<!borne )(?<!borne d')(?<!poteau )(?<!poteau d')(?<!exercice )(?<!alarme )(?<!exercice d')(?<!alarme d')\bincendie\b(?! (?:de poubelle|eteint))|\ben feu\b|prend feu|a pris feu|\bflammes\b|beaucoup de fumee|fumee (?:noire|epaisse)"
     r"|inconscient|ne respire plus|respire plus|fait un malaise|crise cardiaque|saigne beaucoup|gravement blesse"
     r"|(?:cable|fil)s? electrique.{0,20}(?:a terre|par terre|tombe|arrache|etincel)|va s'effondrer|s'est effondre"
 )

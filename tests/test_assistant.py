@@ -89,6 +89,10 @@ def test_safety_net_catches_danger_but_not_traffic_lights():
     assert danger_reason("mon conjoint me frappe") == "distress_violence"
     assert danger_reason("le feu tricolore reste au rouge") is None
     assert danger_reason("horaires du feu d'artifice") is None
+    for hydrant in ("la borne à incendie au coin de la rue fuit", "la bouche d'incendie coule",
+                    "le poteau d'incendie est plié"):  # street furniture, not a fire
+        assert danger_reason(hydrant) is None, hydrant
+    assert danger_reason("un incendie dans l'immeuble") == "distress_danger"
 
 
 def test_a_follow_up_on_the_same_service_does_not_make_a_second_ticket(assistant):
