@@ -237,7 +237,10 @@ class ActionSmalltalk(GuichetAction):
         return "action_smalltalk"
 
     def handle(self, assistant, dispatcher, tracker, now):
-        say(dispatcher, assistant.smalltalk(latest_intent(tracker) or "greet", now))
+        intent = latest_intent(tracker) or "greet"
+        # "oui" / "non" / "merci" just after the satisfaction question answers it.
+        reply = assistant.satisfaction_answer(conversation_for(tracker), intent, latest_text(tracker), now)
+        say(dispatcher, reply or assistant.smalltalk(intent, now))
         return [ActiveLoop(None)] + reset_ticket_slots() if tracker.active_loop_name else []
 
 
