@@ -787,7 +787,7 @@ def test_the_cm_edits_an_answer_with_a_preview_then_restores_the_previous_one(cl
     live = assistant.faq("piscine", dt.datetime.now(dt.timezone.utc)).texts[0]
     assert live.startswith(new_text) and "valbourg.example/piscine" in live
     page_html = visible(client.get("/reponses/piscine"))
-    assert "Version 1 · en ligne · écrite par camille" in page_html
+    assert "Version 1 · en ligne · écrite par Camille Martin (CM)" in page_html
     post(client, "/reponses/piscine/restaurer", version="origine")
     assistant.answers._cache = None
     assert assistant.faq("piscine", dt.datetime.now(dt.timezone.utc)).texts[0] == original
@@ -824,7 +824,7 @@ def test_a_service_head_proposes_and_the_cm_approves(client, store, assistant):
     post(client, f"/reponses/propositions/{version}", decision="valider")
     assistant.answers._cache = None
     assert assistant.faq("piscine", dt.datetime.now(dt.timezone.utc)).texts[0].startswith(text)
-    assert "validée par camille" in visible(client.get("/reponses/piscine"))
+    assert "validée par Camille Martin (CM)" in visible(client.get("/reponses/piscine"))
 
 
 def test_a_conversation_with_the_cm_has_no_intervention_date_field(client, store):

@@ -210,7 +210,16 @@ def _register_helpers(app: Flask) -> None:
         text = " ".join((text or "").split())
         return text if len(text) <= length else text[: length - 1].rstrip() + "…"
 
-    app.jinja_env.filters.update(local_time=local_time, decimal_fr=decimal_fr, duration=duration, percent=percent,
+    def person(username):
+        """A colleague's login as people know them ("Camille (CM)"); the bot and others as they are."""
+        if not username or username in ("bot", "system"):
+            return "l'assistant" if username == "bot" else (username or "")
+        try:
+            return _desk().holder_name(username) or username
+        except Exception:  # noqa: BLE001 - a name is not worth an error page
+            return username
+
+    app.jinja_env.filters.update(person=person, local_time=local_time, decimal_fr=decimal_fr, duration=duration, percent=percent,
                                  queue_label=queue_label, excerpt=excerpt)
 
     @app.context_processor
