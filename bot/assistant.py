@@ -316,6 +316,16 @@ class Assistant:
                                    ref=ticket.reference))
         return Reply(texts, "handoff", ticket=ticket, pause=True)
 
+    def danger_during_handoff(self, ticket: Ticket, level: str, reason: str | None, now: dt.datetime) -> str:
+        """A message with danger while the team has the conversation: the emergency numbers at once;
+        sure danger makes the hand-off urgent (the CM is told), unsure danger is told to the CM too."""
+        if level == "urgent":
+            marked = self.store.mark_urgent(ticket.id, now=now)
+            if marked is not None:
+                events.emit("handoff_became_urgent", ticket=marked)
+        key = "suicide" if reason == "suicide" else "other"
+        return self._say(f"danger_during_handoff.{key}", now, numbers=self.profile.town.emergency_numbers)
+
     def technical_problem(self, now: dt.datetime) -> str:
         return self._say("technical_problem", now)
 

@@ -61,4 +61,5 @@ def install() -> None:
     events.subscribe("ticket_created", lambda ticket: ticket.urgent and _notify("urgent_ticket", ticket))
     events.subscribe("handoff_message", lambda ticket, message: _notify("handoff_message", ticket))
     events.subscribe("possible_danger", _notify_possible_danger)
+    events.subscribe("handoff_became_urgent", lambda ticket: _notify("urgent_ticket", ticket))
     _installed = True

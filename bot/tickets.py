@@ -234,6 +234,22 @@ class TicketStore:
             session.commit()
             return message
 
+    def mark_urgent(self, ticket_id: int, now: dt.datetime | None = None) -> Ticket | None:
+        """Make a ticket urgent (a danger said during a hand-off); None if it already was."""
+        with self.session() as session:
+            ticket = session.get(Ticket, ticket_id)
+            if ticket is None or ticket.urgent:
+                return None
+            ticket.urgent = True
+            ticket.updated_at = to_naive_utc(now) or utcnow()
+            session.add(StatusChange(ticket_id=ticket.id, old_status=ticket.status, new_status=ticket.status,
+                                     actor="bot", note="danger dans un message pendant le transfert : urgent",
+                                     created_at=to_naive_utc(now) or utcnow()))
+            session.commit()
+            session.refresh(ticket)
+            session.expunge(ticket)
+            return ticket
+
     def set_status(self, ticket_id: int, status: str, actor: str, note: str | None = None,
                    now: dt.datetime | None = None) -> Ticket:
         moment = to_naive_utc(now) or utcnow()

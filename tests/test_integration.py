@@ -129,3 +129,20 @@ def test_after_resolving_the_citizen_is_asked_once_and_the_answer_is_kept(stack,
     desk.close(Staff("victor", "Victor", "head", "voirie"), ticket.reference)
     again = requests.get(f"{stack.rasa_url}/webhooks/guichet/outbox", params={"sender": sender}, timeout=10).json()
     assert not any("Êtes-vous satisfait(e)" in m["text"] for m in again)  # never asked twice
+
+
+def test_danger_during_a_handoff_still_gets_the_emergency_numbers_at_once(stack, sender, tickets):
+    def say(stack, sender, text):  # our channel (the one Telegram and the website use)
+        response = requests.post(stack.chat_url, json={"sender": sender, "message": text}, timeout=60)
+        response.raise_for_status()
+        return [m.get("text", "") for m in response.json()]
+
+    say(stack, sender, "je veux parler à une vraie personne svp")
+    [ticket] = tickets.for_conversation(sender)
+    assert not ticket.urgent
+    assert say(stack, sender, "vous êtes là ? c'est pour mon dossier") == []  # silent: the CM has it
+    replies = say(stack, sender, "de toute façon je ne serai plus là demain, j'ai écrit mes lettres d'adieu")
+    assert any("3114" in r for r in replies), replies  # at once, although a person has the conversation
+    assert tickets.get(ticket.id).urgent  # and the hand-off is now urgent for the CM
+    recorded = [m.text for m in tickets.transcript(ticket.id)]
+    assert any("lettres d'adieu" in text for text in recorded) and any("3114" in text for text in recorded)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime as dt
 import json
 import logging
 import time
@@ -177,8 +178,30 @@ class GuichetRestInput(RestInput):
                 except Exception as exc:  # noqa: BLE001 - tried again at the next message
                     logger.error("could not flush the message spool: %s", type(exc).__name__)
 
+        async def danger_during_handoff(agent, ticket, sender: str, text: str, channel: str) -> Optional[str]:
+            """The bot is silent during a hand-off, but a person in danger gets the emergency numbers
+            at once, whatever else is going on: the message is read by the NLU (danger head)."""
+            if agent is None:
+                return None
+            try:
+                parsed = await agent.parse_message(text)
+                danger = (parsed.get("signals") or {}).get("danger") or {}
+                level = danger.get("level") if isinstance(danger, dict) else None
+                if level not in ("urgent", "possible"):
+                    return None
+                from bot.assistant import Conversation, get_assistant
+
+                assistant = get_assistant()
+                now = dt.datetime.now(dt.timezone.utc)
+                if level == "possible":
+                    await asyncio.to_thread(assistant.tell_possible_danger, Conversation(sender, channel), text, now)
+                return await asyncio.to_thread(assistant.danger_during_handoff, ticket, level, danger.get("reason"), now)
+            except Exception as exc:  # noqa: BLE001 - the message is kept on the ticket whatever happens
+                logger.error("could not check a hand-off message of %s for danger: %s", sender, type(exc).__name__)
+                return None
+
         async def handle(sender: str, text: str, message_id: str, metadata: Optional[dict],
-                         channel: str = channel) -> list:
+                         channel: str = channel, agent=None) -> list:
             decision = guard.check(sender)
             if not decision.allowed:
                 await record(sender, text, message_id, metadata, channel)
@@ -206,6 +229,16 @@ class GuichetRestInput(RestInput):
             if failed or not answered:
                 # Whatever happened inside, the message must be in the transcript (recorded once).
                 await record(sender, text, message_id, metadata, channel)
+            if not answered and handoff_before is not None and not failed:
+                alert = await danger_during_handoff(agent, handoff_before, sender, text, channel)
+                if alert:
+                    messages.append({"recipient_id": sender, "text": alert})
+                    try:
+                        from bot.transcript import record_bot_message
+
+                        await asyncio.to_thread(record_bot_message, store, sender, channel, alert, message_id)
+                    except Exception:  # noqa: BLE001 - the answer matters more than its copy
+                        logger.warning("could not record the emergency answer of %s", sender)
             if not answered and handoff_before is None:
                 apology = texts.technical_problem()
                 messages.append({"recipient_id": sender, "text": apology})
@@ -244,7 +277,8 @@ class GuichetRestInput(RestInput):
             inflight[message_id] = future
             try:
                 try:
-                    messages = await handle(sender, text, message_id, metadata, gateway or channel)
+                    messages = await handle(sender, text, message_id, metadata, gateway or channel,
+                                            agent=getattr(request.app.ctx, "agent", None))
                 except Exception as exc:  # noqa: BLE001 - never a 500: the message is kept and the citizen told
                     logger.error("unexpected error on a message of %s: %s", sender, type(exc).__name__)
                     logger.debug("channel failure traceback", exc_info=True)
