@@ -8,77 +8,30 @@ and its errors are French from the first line to the last.
 """
 from __future__ import annotations
 
-import gettext
-
+# Texts Typer passes through gettext (its panels and some messages), no French catalog shipping.
 SINGULAR = {
-    "Show this message and exit.": "Afficher cette aide et quitter.",
-    "Show the version and exit.": "Afficher la version et quitter.",
-    "Usage:": "Utilisation :",
     "Options": "Options",
     "Commands": "Commandes",
     "Arguments": "Arguments",
     "Error": "Erreur",
-    "Error: {message}": "Erreur : {message}",
-    "Try '{command} {option}' for help.": "Aide : '{command} {option}'.",
     "Try [blue]'{command_path} {help_option}'[/] for help.": "Aide : [blue]'{command_path} {help_option}'[/].",
-    "Missing argument": "Argument manquant",
-    "Missing option": "Option manquante",
-    "Missing parameter": "Paramètre manquant",
-    "Missing parameter: {param_name}": "Paramètre manquant : {param_name}",
-    "Missing {param_type}": "{param_type} manquant",
     "Missing command.": "Commande manquante.",
     "No such command {name!r}.": "Commande inconnue : {name!r}.",
-    "No such option {name!r}.": "Option inconnue : {name!r}.",
-    "Option {name!r} does not take a value.": "L'option {name!r} ne prend pas de valeur.",
-    "Invalid value for {param_hint}: {message}": "Valeur refusée pour {param_hint} : {message}",
-    "Invalid value: {message}": "Valeur refusée : {message}",
-    "{value!r} is not a valid {number_type}.": "{value!r} n'est pas un nombre valide ({number_type}).",
-    "{value} is not in the range {range}.": "{value} n'est pas dans l'intervalle {range}.",
-    "{value!r} is not a valid UUID.": "{value!r} n'est pas un UUID valide.",
     "Aborted!": "Abandon.",
     "Aborted.": "Abandon.",
-    "Do you want to continue?": "Continuer ?",
     "[default: {}]": "[défaut : {}]",
     "[env var: {}]": "[variable d'environnement : {}]",
     "[required]": "[obligatoire]",
     "(deprecated) ": "(obsolète) ",
+    "(dynamic)": "(dynamique)",
     "default: {default}": "défaut : {default}",
     "env var: {var}": "variable d'environnement : {var}",
     "required": "obligatoire",
-    "deprecated": "obsolète",
-    "file": "fichier",
-    "directory": "dossier",
-    "path": "chemin",
-    "{name} {filename!r} does not exist.": "{name} {filename!r} : introuvable.",
-    "{name} {filename!r} is a directory.": "{name} {filename!r} est un dossier.",
-    "{name} {filename!r} is a file.": "{name} {filename!r} est un fichier.",
-    "{name} {filename!r} is not readable.": "{name} {filename!r} : lecture impossible.",
-    "{name} {filename!r} is not writable.": "{name} {filename!r} : écriture impossible.",
-    "Could not open file {filename!r}: {message}": "Impossible d'ouvrir {filename!r} : {message}",
-    "unknown error": "erreur inconnue",
-}
-
-PLURAL = {
-    "Got unexpected extra argument ({args})": ("Argument en trop ({args})", "Arguments en trop ({args})"),
-    "Option {name!r} requires an argument.": ("L'option {name!r} demande une valeur.",
-                                              "L'option {name!r} demande {nargs} valeurs."),
-    "{value!r} is not {choice}.": ("{value!r} n'est pas {choice}.", "{value!r} n'est pas parmi : {choices}."),
-    "Did you mean {possibility}?": ("Vouliez-vous dire {possibility} ?", "(Vouliez-vous dire : {possibilities} ?)"),
-    "Takes {nargs} values but 1 was given.": ("{nargs} valeurs attendues, 1 reçue.",
-                                              "{nargs} valeurs attendues, {len} reçues."),
-    "{value!r} does not match the format {format}.": ("{value!r} ne suit pas le format {format}.",
-                                                      "{value!r} ne suit aucun des formats {formats}."),
 }
 
 
-class French(gettext.NullTranslations):
-    def gettext(self, message: str) -> str:
-        return SINGULAR.get(message, message)
-
-    def ngettext(self, singular: str, plural: str, n: int) -> str:
-        if singular in PLURAL:
-            return PLURAL[singular][0 if n == 1 else 1]
-        return singular if n == 1 else plural
+def french(message: str) -> str:
+    return SINGULAR.get(message, message)
 
 
 # Error messages of typer._click, translated phrase by phrase (they are built with f-strings).
@@ -154,33 +107,17 @@ def _install_typer_click() -> None:
 
 
 def install() -> None:
-    """Bind the French texts into click's and typer's modules (their constants included)."""
-    import click.core
-    import click.decorators
-    import click.exceptions
-    import click.formatting
-    import click.parser
-    import click.termui
-    import click.types
+    """Bind the French texts into Typer's modules (the constants computed at import included)."""
     import typer.core
     import typer.rich_utils
 
-    french = French()
-    for module in (click.core, click.decorators, click.exceptions, click.formatting, click.parser, click.termui,
-                   click.types, typer.core, typer.rich_utils):
-        if hasattr(module, "_"):
-            module._ = french.gettext
-        if hasattr(module, "ngettext"):
-            module.ngettext = french.ngettext
-    utils = typer.rich_utils  # computed when typer was imported: translate them now
+    typer.core._ = french
+    typer.rich_utils._ = french
+    utils = typer.rich_utils
     for name, text in (("DEPRECATED_STRING", "(deprecated) "), ("DEFAULT_STRING", "[default: {}]"),
                        ("ENVVAR_STRING", "[env var: {}]"), ("REQUIRED_LONG_STRING", "[required]"),
                        ("ARGUMENTS_PANEL_TITLE", "Arguments"), ("OPTIONS_PANEL_TITLE", "Options"),
                        ("COMMANDS_PANEL_TITLE", "Commands"), ("ERRORS_PANEL_TITLE", "Error"),
                        ("ABORTED_TEXT", "Aborted."), ("RICH_HELP", "Try [blue]'{command_path} {help_option}'[/] for help.")):
-        if hasattr(utils, name):
-            setattr(utils, name, french.gettext(text))
-    try:
-        _install_typer_click()
-    except ImportError:  # a Typer that uses the real click: the gettext names above are enough
-        pass
+        setattr(utils, name, french(text))
+    _install_typer_click()

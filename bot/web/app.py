@@ -214,10 +214,13 @@ def _register_helpers(app: Flask) -> None:
         """A colleague's login as people know them ("Camille (CM)"); the bot and others as they are."""
         if not username or username in ("bot", "system"):
             return "l'assistant" if username == "bot" else (username or "")
-        try:
-            return _desk().holder_name(username) or username
-        except Exception:  # noqa: BLE001 - a name is not worth an error page
-            return username
+        names = g.setdefault("person_names", {})  # one lookup per colleague and page (audit trails)
+        if username not in names:
+            try:
+                names[username] = _desk().holder_name(username) or username
+            except Exception:  # noqa: BLE001 - a name is not worth an error page
+                names[username] = username
+        return names[username]
 
     app.jinja_env.filters.update(person=person, local_time=local_time, decimal_fr=decimal_fr, duration=duration, percent=percent,
                                  queue_label=queue_label, excerpt=excerpt)
