@@ -132,6 +132,8 @@ class Outbox(Base):
     attempts = Column(Integer, nullable=False, default=0)
     last_error = Column(Text)
     buttons = Column(Text)  # JSON list of {"title", "payload"}: shown where the channel has buttons
+    surface = Column(String(16))  # None: a private message; "public": a public reply under a comment
+    failed_at = Column(DateTime)  # given up: the channel can no longer reach the citizen (last_error says why)
 
 
 class Notice(Base):
@@ -171,3 +173,47 @@ class AnswerVersion(Base):
     reviewed_by = Column(String(64))
     reviewed_at = Column(DateTime)
     note = Column(Text)  # "restauré depuis la version 3", "réponse d'origine", a reviewer's word
+
+
+class MetaContact(Base):
+    """Who a Messenger or Instagram conversation is with, and when they last wrote to the page.
+
+    Meta lets a page answer freely for 24 hours after the person's last message, then (with the
+    ``HUMAN_AGENT`` tag) for 7 days. A conversation begun by a public comment has no user id until
+    the private reply is sent (Meta's answer names the person)."""
+
+    __tablename__ = "meta_contact"
+
+    conversation_id = Column(String(255), primary_key=True)
+    platform = Column(String(16), nullable=False)  # "messenger" | "instagram"
+    user_id = Column(String(128), index=True)  # page-scoped (PSID) or Instagram-scoped (IGSID) id
+    comment_id = Column(String(128))  # conversations begun by a public comment
+    last_inbound_at = Column(DateTime)
+    private_reply_at = Column(DateTime)  # the one private reply Meta allows per comment
+
+
+class PublicComment(Base):
+    """A comment (or a reply) under one of the town's posts on Facebook or Instagram, and what was
+    done with it. Nothing is ever hidden or deleted: this is a record, not a moderation queue."""
+
+    __tablename__ = "public_comment"
+
+    id = Column(Integer, primary_key=True)
+    platform = Column(String(16), nullable=False)  # "facebook" | "instagram"
+    comment_id = Column(String(128), nullable=False, unique=True)
+    post_id = Column(String(128), nullable=False, index=True)
+    thread_id = Column(String(128), nullable=False, index=True)  # the top-level comment of its thread
+    author_id = Column(String(128))
+    author_name = Column(String(200))
+    text = Column(Text, nullable=False)
+    permalink = Column(String(500))
+    conversation_id = Column(String(255), nullable=False, index=True)
+    ticket_id = Column(Integer, ForeignKey("ticket.id", ondelete="SET NULL"), index=True)
+    outcome = Column(String(64))  # what the assistant made of it: "faq:piscine", "ticket:voirie", "handoff"...
+    treatment = Column(String(32))  # see bot.comments.TREATMENTS
+    public_reply = Column(Text)  # what the bot (or staff) posted under it
+    public_reply_id = Column(String(128))
+    private_reply_at = Column(DateTime)
+    staff_answered_at = Column(DateTime)  # someone of the town answered in its thread
+    created_at = Column(DateTime, nullable=False, default=utcnow, index=True)
+    handled_at = Column(DateTime)

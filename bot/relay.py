@@ -29,10 +29,12 @@ def unregister_deliverer(channel: str) -> None:
 
 
 def send_to_citizen(store: TicketStore, conversation_id: str, channel: str, text: str,
-                    ticket_id: int | None = None, buttons: list[dict] | None = None) -> Outbox:
+                    ticket_id: int | None = None, buttons: list[dict] | None = None,
+                    surface: str | None = None) -> Outbox:
+    """``surface="public"``: a public reply under the comment the conversation began with."""
     with store.session() as session:
         item = Outbox(conversation_id=conversation_id, channel=channel, text=text, ticket_id=ticket_id,
-                      buttons=json.dumps(buttons, ensure_ascii=False) if buttons else None)
+                      buttons=json.dumps(buttons, ensure_ascii=False) if buttons else None, surface=surface)
         session.add(item)
         session.commit()
     deliver(store, item)
@@ -63,6 +65,24 @@ def _mark(store: TicketStore, item_id: int, delivered: bool = False, error: str 
         session.commit()
 
 
+def mark_failed(store: TicketStore, item_id: int, reason: str) -> None:
+    """Give up on a message the channel can no longer deliver; ``reason`` (French) is shown to staff."""
+    with store.session() as session:
+        item = session.get(Outbox, item_id)
+        item.attempts += 1
+        item.failed_at = utcnow()
+        item.last_error = reason[:500]
+        session.commit()
+
+
+def undelivered(store: TicketStore, ticket_id: int) -> list[Outbox]:
+    """A ticket's messages not (yet) delivered: failed ones and pending ones that met an error."""
+    with store.session() as session:
+        return list(session.execute(select(Outbox).where(
+            Outbox.ticket_id == ticket_id, Outbox.delivered_at.is_(None),
+            (Outbox.failed_at.is_not(None)) | (Outbox.last_error.is_not(None))).order_by(Outbox.id)).scalars())
+
+
 def buttons_of(item: Outbox) -> list[dict]:
     try:
         return json.loads(item.buttons) if item.buttons else []
@@ -79,7 +99,8 @@ def collect_items(store: TicketStore, conversation_id: str) -> list[dict]:
     """The same with the buttons: ``{"text": ..., "buttons": [...]}``."""
     with store.session() as session:
         items = list(session.execute(
-            select(Outbox).where(Outbox.conversation_id == conversation_id, Outbox.delivered_at.is_(None))
+            select(Outbox).where(Outbox.conversation_id == conversation_id, Outbox.delivered_at.is_(None),
+                                 Outbox.failed_at.is_(None))
             .order_by(Outbox.id).with_for_update(skip_locked=True)
         ).scalars())
         moment = utcnow()
@@ -92,7 +113,7 @@ def collect_items(store: TicketStore, conversation_id: str) -> list[dict]:
 
 def pending(store: TicketStore, channel: str | None = None) -> list[Outbox]:
     with store.session() as session:
-        query = select(Outbox).where(Outbox.delivered_at.is_(None)).order_by(Outbox.id)
+        query = select(Outbox).where(Outbox.delivered_at.is_(None), Outbox.failed_at.is_(None)).order_by(Outbox.id)
         if channel:
             query = query.where(Outbox.channel == channel)
         return list(session.execute(query).scalars())

@@ -29,7 +29,8 @@ CM_A = Staff("camille", "Camille", "cm")
 CM_B = Staff("dominique", "Dominique", "cm")
 HEAD_VOIRIE = Staff("yann", "Yann", "head", "voirie")
 HEAD_SPORT = Staff("lea", "Léa", "head", "sport_culture")
-TABLES = {"ticket", "message", "status_change", "staff_user", "outbox", "notice", "answer_version"}
+TABLES = {"ticket", "message", "status_change", "staff_user", "outbox", "notice", "answer_version",
+          "meta_contact", "public_comment"}
 
 
 def new(conversation="conv-1", source="msg-1", **overrides) -> NewTicket:

@@ -52,7 +52,6 @@ import os
 import secrets
 import subprocess
 import sys
-import threading
 import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -60,8 +59,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import requests
-from sqlalchemy import or_, select, update
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.constants import ChatAction, ChatType
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TimedOut
@@ -78,14 +75,12 @@ from telegram.ext import (
 
 from bot import relay
 from bot.accounts import Accounts, Staff
-from bot.integrations import reliability
+from bot.channels import gateway as core
 from bot.integrations.reliability import message_id_for
-from bot.privacy import log_ref
-from bot.models import CLOSED_STATUSES, Outbox, Ticket, utcnow
+from bot.models import CLOSED_STATUSES, Outbox, Ticket
 from bot.staff import DeskError, StaffDesk
 from bot.tickets import HANDOFF, TicketStore, parse_reference
 from bot.textnorm import command_as_words
-from bot.transcript import record_citizen_message
 
 logger = logging.getLogger(__name__)
 
@@ -157,18 +152,8 @@ def chat_of(conversation: str) -> int | None:
 
 
 def split_text(text: str, limit: int = MAX_TEXT - 96) -> list[str]:
-    """Cut a long text under Telegram's limit, at a paragraph, line or word boundary when possible."""
-    text = text or ""
-    chunks: list[str] = []
-    while len(text) > limit:
-        cut = max(text.rfind("\n\n", 0, limit), text.rfind("\n", 0, limit), text.rfind(" ", 0, limit))
-        if cut < limit // 2:
-            cut = limit
-        chunks.append(text[:cut].rstrip())
-        text = text[cut:].lstrip()
-    if text or not chunks:
-        chunks.append(text)
-    return chunks
+    """Cut a long text under Telegram's limit (``bot.channels.gateway.split_text``)."""
+    return core.split_text(text, limit)
 
 
 def _seconds(value: Any) -> float:
@@ -197,34 +182,26 @@ async def with_retries(call: Callable[[], Awaitable[Any]], tries: int = 3, backo
             await asyncio.sleep(backoff * 2 ** (failures - 1))
 
 
-class RasaUnavailable(Exception):
-    pass
-
-
 # --- the gateway --------------------------------------------------------------------------------------
 class Gateway:
     def __init__(self, application: Application, rasa_url: str, store: TicketStore, desk: StaffDesk, *,
                  cm_chat: int | None = None, staff_users: dict[int, str] | None = None,
                  poll_seconds: float = 3.0, rasa_timeout: float = 90.0):
         self.application = application
-        self.rest_url = f"{rasa_url.rstrip('/')}/webhooks/guichet/webhook"
+        self.citizens = core.CitizenSide(store, desk, core.AssistantLink(rasa_url, CHANNEL, rasa_timeout))
+        self.outbox = core.OutboxPump(store, self._owns, self._deliver, "Telegram gateway")
+        self.announcements = core.HandoffAnnouncements(store, desk)
         self.store = store
         self.desk = desk
         self.accounts = Accounts(store, desk.profile)
         self.cm_chat = cm_chat
         self.staff_users = dict(staff_users or {})
         self.poll_seconds = poll_seconds
-        self.rasa_timeout = rasa_timeout
         self._seen: collections.OrderedDict[int, None] = collections.OrderedDict()
-        self._locks: dict[int, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._payloads: dict[str, str] = {}  # long button payloads, by short key
         self._offered: collections.OrderedDict[str, None] = collections.OrderedDict()  # payloads of our buttons
         self._posts: collections.OrderedDict[int, str] = collections.OrderedDict()  # CM post id -> reference
-        self._claimed: set[int] = set()  # outbox ids being or already sent by this process
-        self._claim_lock = threading.Lock()
         self._tasks: list[asyncio.Task] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: int | None = None
 
     @property
     def bot(self):
@@ -251,32 +228,20 @@ class Gateway:
 
     async def start_background(self, _application: Application | None = None) -> None:
         """Register the deliverer and start the outbox and CM-group pollers (on the running loop)."""
-        self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
-        relay.register_deliverer(CHANNEL, self.deliver_from_thread)
-        self._tasks = [asyncio.create_task(self._every(self.deliver_pending), name="guichet-outbox")]
+        self.outbox.attach(asyncio.get_running_loop(), (CHANNEL,))
+        self._tasks = [asyncio.create_task(self._every(self.outbox.deliver_pending), name="guichet-outbox")]
         if self.cm_chat is not None:
             self._tasks.append(asyncio.create_task(self._every(self.announce_new_tickets), name="guichet-cm"))
 
     async def stop_background(self, _application: Application | None = None) -> None:
-        relay.unregister_deliverer(CHANNEL)
+        self.outbox.detach((CHANNEL,))
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 
     async def _every(self, job: Callable[[], Awaitable[None]]) -> None:
-        while True:
-            try:
-                await job()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # Not logger.exception: a database error's text carries SQL parameters (citizens' words).
-                logger.error("Telegram gateway background job %s failed: %s", getattr(job, "__name__", job),
-                             type(exc).__name__)
-                logger.debug("background job traceback", exc_info=True)
-            await asyncio.sleep(self.poll_seconds)
+        await core.every(job, self.poll_seconds, "Telegram gateway")
 
     # --- sending -------------------------------------------------------------------------------------
     async def send(self, chat_id: int, text: str, reply_markup=None, **kwargs):
@@ -335,8 +300,8 @@ class Gateway:
         conversation = conversation_id(chat_id)
         client_id = f"update-{update.update_id}"
         message_id = message_id_for(conversation, client_id)  # what the REST channel stores for it
-        async with self._locks[chat_id]:
-            handoff = await asyncio.to_thread(self.store.open_handoff, conversation)
+        async with self.citizens.lock(conversation):
+            handoff = await self.citizens.open_handoff(conversation)
             if handoff is not None:
                 await self._record_during_handoff(handoff, conversation, text, message_id, name)
                 return
@@ -344,36 +309,9 @@ class Gateway:
                 await with_retries(lambda: self.bot.send_chat_action(chat_id, ChatAction.TYPING))
             except Exception:
                 logger.debug("typing action failed", exc_info=True)
-            try:
-                answers = await asyncio.to_thread(self._post_rasa, conversation, text, name, client_id)
-            except RasaUnavailable as exc:
-                logger.warning("Rasa unavailable for %s: %s", log_ref(conversation), exc)
-                await asyncio.to_thread(reliability.record_or_spool, self.store, conversation, CHANNEL, text,
-                                        message_id, None, name)
-                await self.send(chat_id, self.technical_problem())
-                return
+            answers = await self.citizens.ask(conversation, text, client_id, name)
             for answer in answers:
                 await self._send_rasa_answer(chat_id, answer)
-
-    def _post_rasa(self, conversation: str, text: str, name: str | None, client_id: str) -> list[dict]:
-        """The assistant's answers, through our hardened REST channel (``bot/channels/rest.py``).
-
-        That channel answers bad input in French, applies the flood guard, adds the technical-problem
-        answer when an action failed, and makes a retried ``message_id`` idempotent (an update
-        delivered again after a gateway restart opens no second ticket). An empty list is normal
-        there (during a hand-off, or the rest of a flood).
-        """
-        try:
-            response = requests.post(self.rest_url, timeout=(5, self.rasa_timeout), json={
-                "sender": conversation, "message": text, "input_channel": CHANNEL, "message_id": client_id,
-                "metadata": {"citizen_name": name} if name else {},
-            })
-            answers = response.json()
-        except (requests.RequestException, ValueError) as exc:
-            raise RasaUnavailable(type(exc).__name__) from exc
-        if response.status_code >= 500 or not isinstance(answers, list):
-            raise RasaUnavailable(f"HTTP {response.status_code}")
-        return answers  # a 400 carries its French explanation as an answer
 
     async def _send_rasa_answer(self, chat_id: int, answer: dict) -> None:
         text = answer.get("text") or ""
@@ -392,8 +330,7 @@ class Gateway:
 
     async def _record_during_handoff(self, handoff: Ticket, conversation: str, text: str, message_id: str,
                                      name: str | None) -> None:
-        await asyncio.to_thread(record_citizen_message, self.store, conversation, CHANNEL, text, message_id,
-                                None, name)
+        await self.citizens.record_during_handoff(conversation, text, message_id, name)
         if self.cm_chat is not None:
             post = await self.send(self.cm_chat, f"💬 {handoff.reference} — {name or 'citoyen'} : {text}\n"
                                                  "(répondez à ce message pour lui écrire)")
@@ -407,7 +344,7 @@ class Gateway:
         caption = (message.caption or "").strip()
         line = f"[photo] {photo.file_id} {caption}".strip()
         name = update.effective_user.first_name if update.effective_user else None
-        async with self._locks[chat_id]:
+        async with self.citizens.lock(conversation):
             handoff = await asyncio.to_thread(self.store.open_handoff, conversation)
             if handoff is not None:
                 await self._record_during_handoff(handoff, conversation, line, f"telegram-update-{update.update_id}",
@@ -441,7 +378,7 @@ class Gateway:
             latitude, longitude = message.location.latitude, message.location.longitude
         gps = f"point GPS {latitude:.5f}, {longitude:.5f}"
         location = f"{place} ({gps})" if place else gps
-        async with self._locks[chat_id]:
+        async with self.citizens.lock(conversation):
             handoff = await asyncio.to_thread(self.store.open_handoff, conversation)
             ticket = None if handoff else await asyncio.to_thread(self._latest_open_ticket, conversation)
             if ticket is not None:
@@ -585,37 +522,11 @@ class Gateway:
             self._posts.popitem(last=False)
 
     # --- CM group announcements ------------------------------------------------------------------
-    def _unannounced(self) -> list[int]:
-        """Open hand-offs and urgent tickets not yet posted, including those made while we were down."""
-        with self.store.session() as session:
-            return list(session.execute(
-                select(Ticket.id).where(Ticket.cm_announced_at.is_(None), Ticket.status.not_in(CLOSED_STATUSES),
-                                        or_(Ticket.kind == HANDOFF, Ticket.urgent.is_(True)))
-                .order_by(Ticket.id)).scalars())
-
-    def _mark_announced(self, ticket_id: int, announced: bool) -> bool:
-        """Claim (or give back) a ticket's announcement: an atomic update, so no ticket is posted twice."""
-        with self.store.session() as session:
-            if announced:
-                statement = (update(Ticket).where(Ticket.id == ticket_id, Ticket.cm_announced_at.is_(None))
-                             .values(cm_announced_at=utcnow()))
-            else:
-                statement = update(Ticket).where(Ticket.id == ticket_id).values(cm_announced_at=None)
-            claimed = session.execute(statement.execution_options(synchronize_session=False)).rowcount == 1
-            session.commit()
-            return claimed
-
-    def _announcement(self, ticket_id: int) -> tuple[Ticket, str, list[str]]:
-        ticket = self.store.get(ticket_id)
-        lines = [m for m in self.store.transcript(ticket.id) if not m.private][-6:]
-        labels = {"citizen": "👤", "bot": "🤖", "staff": "🧑‍💼", "system": "⚙️"}
-        return ticket, self.desk.reason(ticket), [f"{labels.get(m.author, m.author)} {m.text[:300]}" for m in lines]
-
     async def announce_new_tickets(self) -> None:
-        for ticket_id in await asyncio.to_thread(self._unannounced):
-            if not await asyncio.to_thread(self._mark_announced, ticket_id, True):
+        for ticket_id in await asyncio.to_thread(self.announcements.unannounced):
+            if not await asyncio.to_thread(self.announcements.claim, ticket_id, True):
                 continue  # another gateway process posted it
-            ticket, reason, lines = await asyncio.to_thread(self._announcement, ticket_id)
+            ticket, reason, lines = await asyncio.to_thread(self.announcements.details, ticket_id)
             title = "🚨 URGENT — " if ticket.urgent else "🔔 "
             kind = "Demande de contact" if ticket.kind == HANDOFF else "Ticket urgent"
             text = (f"{title}{kind} {ticket.reference}\nMotif : {reason}\n"
@@ -627,21 +538,13 @@ class Gateway:
             try:
                 post = await self.send(self.cm_chat, text, reply_markup=keyboard)
             except Exception:
-                await asyncio.to_thread(self._mark_announced, ticket_id, False)  # try again next round
+                await asyncio.to_thread(self.announcements.claim, ticket_id, False)  # try again next round
                 raise
             self._remember_post(post, ticket.reference)
 
     # --- relay: staff messages to citizens -----------------------------------------------------------
-    def _claim(self, item_id: int) -> bool:
-        with self._claim_lock:
-            if item_id in self._claimed:
-                return False
-            self._claimed.add(item_id)
-            return True
-
-    def _release(self, item_id: int) -> None:
-        with self._claim_lock:
-            self._claimed.discard(item_id)
+    def _owns(self, item: Outbox) -> bool:
+        return item.channel == CHANNEL or item.conversation_id.startswith(PREFIX)
 
     async def _deliver(self, item: Outbox) -> None:
         chat_id = chat_of(item.conversation_id)
@@ -650,34 +553,11 @@ class Gateway:
         await self.send(chat_id, item.text, reply_markup=self._keyboard(relay.buttons_of(item)))
 
     def deliver_from_thread(self, item: Outbox) -> None:
-        """``bot.relay`` deliverer (synchronous, called from a worker thread or another thread)."""
-        if self._loop is None or threading.get_ident() == self._loop_thread:
-            raise RuntimeError("called on the gateway's event loop: left to the outbox poller")
-        if not self._claim(item.id):
-            return  # already sent (or being sent) by the poller
-        try:
-            asyncio.run_coroutine_threadsafe(self._deliver(item), self._loop).result(timeout=120)
-        except Exception:
-            self._release(item.id)
-            raise
-
-    def _pending(self) -> list[Outbox]:
-        return [item for item in relay.pending(self.store)
-                if item.channel == CHANNEL or item.conversation_id.startswith(PREFIX)]
+        """``bot.relay`` deliverer (kept for callers of the old name)."""
+        self.outbox.deliver_from_thread(item)
 
     async def deliver_pending(self) -> None:
-        for item in await asyncio.to_thread(self._pending):
-            if not self._claim(item.id):
-                continue
-            try:
-                await self._deliver(item)
-            except Exception as exc:  # noqa: BLE001 - stays pending, retried next round
-                self._release(item.id)
-                logger.warning("outbox message %s not delivered: %s", item.id, type(exc).__name__)
-                await asyncio.to_thread(relay._mark, self.store, item.id, False, str(exc)[:500])
-                continue
-            await asyncio.to_thread(relay._mark, self.store, item.id, True)
-
+        await self.outbox.deliver_pending()
 
 def build_application(token: str, rasa_url: str, store: TicketStore, desk: StaffDesk, *,
                       base_url: str | None = None, cm_chat: int | None = None,
