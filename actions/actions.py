@@ -202,7 +202,7 @@ class GuichetAction(Action, ABC):
         signals = signals_of(tracker)
         danger = signals.get("danger") if isinstance(signals.get("danger"), dict) else {}
         if danger.get("level") == "possible" and outcome != "handoff":
-            dispatcher.utter_message(text=assistant.possible_danger_note(now), outcome=outcome)
+            dispatcher.utter_message(text=assistant.possible_danger_note(now), outcome=outcome, danger_note=True)
             assistant.tell_possible_danger(conversation_for(tracker), latest_text(tracker), now)
         if signals.get("language") == "en":
             note = assistant.english_note(outcome or self.english_key, now)

@@ -199,10 +199,10 @@ class Assistant:
 
     def ask_location(self, now: dt.datetime, vague: bool = False) -> Reply:
         """Where is it? Again, more precisely, after "devant chez moi" or "ici"."""
-        return Reply([self._say("ask_location_precise" if vague else "ask_location", now)], None)
+        return Reply([self._say("ask_location_precise" if vague else "ask_location", now)], "ask_location")
 
     def ask_detail(self, now: dt.datetime) -> Reply:
-        return Reply([self._say("ask_detail", now)], None)
+        return Reply([self._say("ask_detail", now)], "ask_detail")
 
     def create_ticket(self, draft: TicketDraft, conversation: Conversation, now: dt.datetime) -> Reply:
         queue = draft.service or CM_QUEUE

@@ -90,3 +90,9 @@ def record_citizen_message(store: TicketStore, conversation_id: str, channel: st
 def record_bot_message(store: TicketStore, conversation_id: str, channel: str, text: str | None,
                        turn_message_id: str | None = None, when: dt.datetime | None = None) -> Message | None:
     return record_lines(store, conversation_id, [Line("bot", channel, text, turn_message_id, when)])[0]
+
+
+def already_recorded(store: TicketStore, conversation_id: str, message_id: str) -> bool:
+    """This citizen message (by its stored id) is in the transcript: a channel's re-delivery."""
+    with store.session() as session:
+        return _recorded(session, conversation_id, message_id)

@@ -84,7 +84,30 @@ class BadRequest(Exception):
 
 # Channels whose gateways post here on their citizens' behalf (``input_channel`` in the body):
 # tickets then carry that channel, so staff replies are delivered there.
-GATEWAY_CHANNELS = frozenset({"telegram"})
+GATEWAY_CHANNELS = frozenset({"telegram", "messenger", "instagram", "facebook_comment", "instagram_comment"})
+
+
+async def tag_outcomes(agent, sender: str, message_id: str, messages: list) -> None:
+    """Give each text answer the assistant's outcome tag ("faq:piscine", "ticket:voirie"...), read
+    from the turn's bot events: a gateway asking for it (metadata ``outcomes``) decides from it how
+    to answer in public (``bot/channels/meta/comments.py``)."""
+    tracker = await agent.tracker_store.retrieve(sender)
+    if tracker is None:
+        return
+    tags: list = []
+    for event in reversed(tracker.events):
+        if event.type_name == "user" and getattr(event, "message_id", None) == message_id:
+            break
+        if event.type_name == "bot":
+            tags.append(event.metadata or {})
+    else:
+        return
+    tags.reverse()
+    texts = [m for m in messages if m.get("text")]
+    for message, tag in zip(texts, tags):
+        message["outcome"] = tag.get("outcome")
+        if tag.get("danger_note"):
+            message["danger_note"] = True  # the emergency line added when danger is possible
 
 
 def parse_body(raw: bytes) -> tuple[str, Any, Optional[dict], Any, Optional[str]]:
@@ -225,6 +248,11 @@ class GuichetRestInput(RestInput):
                 logger.debug("assistant failure traceback", exc_info=True)
                 failed = True
             messages = list(collector.messages)
+            if (metadata or {}).get("outcomes") and agent is not None and not failed:
+                try:
+                    await tag_outcomes(agent, sender, message_id, messages)
+                except Exception as exc:  # noqa: BLE001 - the answers matter more than their tags
+                    logger.warning("could not read the outcomes of %s: %s", sender, type(exc).__name__)
             answered = any(m.get("text") or m.get("buttons") or m.get("image") or m.get("custom") for m in messages)
             if failed or not answered:
                 # Whatever happened inside, the message must be in the transcript (recorded once).
