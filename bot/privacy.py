@@ -13,6 +13,10 @@ when the citizen asks for erasure):
   ``author_name`` and ``external_id`` are emptied, ``conversation_id`` gets the pseudonym. The rows
   stay, with their author and time: ``bot.stats`` counts them.
 - ``outbox``: text becomes ``MARKER``, ``last_error`` emptied, pseudonymous conversation id.
+- ``public_comment`` (comments under the town's posts): text becomes ``MARKER``, the author's id,
+  name and the link emptied, pseudonymous conversation id; what the bot did (treatment, outcome,
+  its public reply, which carries no personal data) stays. ``meta_contact`` (a Messenger or
+  Instagram person's id and last message time) is deleted.
 - ``status_change``: free-text notes become ``MARKER`` (staff sometimes write a name there); the
   actor (a staff username), the statuses and the times stay: the audit trail keeps its shape.
 - Rasa's SQL tracker store (table ``events`` in the same database, when present): the events are
@@ -36,7 +40,8 @@ from dataclasses import asdict, dataclass, field
 
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, delete, func, inspect, or_, select
 
-from bot.models import CLOSED_STATUSES, Message, Outbox, StatusChange, Ticket, to_naive_utc, utcnow
+from bot.models import (CLOSED_STATUSES, Message, MetaContact, Outbox, PublicComment, StatusChange, Ticket,
+                        to_naive_utc, utcnow)
 from bot.tickets import TicketStore
 
 MARKER = "[effacé]"
@@ -77,6 +82,7 @@ class PrivacyReport:
     outbox: int = 0
     notes: int = 0  # audit-trail notes
     events: int = 0  # Rasa tracker events deleted
+    comments: int = 0  # public comments anonymised, Messenger/Instagram contacts deleted
     conversations: int = 0
     dry_run: bool = False
     cutoff: dt.datetime | None = None
@@ -96,8 +102,10 @@ class PrivacyReport:
             f"Messages sortants (outbox) effacés : {self.outbox}",
             f"Notes d'historique effacées : {self.notes}",
             f"Événements Rasa supprimés : {self.events}",
+            f"Commentaires publics et contacts Messenger/Instagram effacés : {self.comments}",
         ]
-        total = self.tickets + self.messages + self.orphan_messages + self.outbox + self.notes + self.events
+        total = (self.tickets + self.messages + self.orphan_messages + self.outbox + self.notes + self.events
+                 + self.comments)
         lines.append(f"Rien à faire : aucune donnée concernée." if total == 0 else
                      f"Les chiffres de `guichet stats` {verb} conservés.")
         return lines
@@ -130,6 +138,9 @@ _TICKET_FIELDS = ("id", "reference", "kind", "queue", "status", "urgent", "hando
 _MESSAGE_FIELDS = ("id", "ticket_id", "conversation_id", "channel", "author", "author_name", "text", "private",
                    "created_at")
 _CHANGE_FIELDS = ("id", "ticket_id", "old_status", "new_status", "actor", "note", "created_at")
+_COMMENT_FIELDS = ("platform", "comment_id", "post_id", "author_id", "author_name", "text", "permalink",
+                   "created_at", "treatment", "public_reply")
+_CONTACT_FIELDS = ("platform", "user_id", "comment_id", "last_inbound_at", "private_reply_at")
 _OUTBOX_FIELDS = ("id", "ticket_id", "conversation_id", "channel", "text", "created_at", "delivered_at")
 
 
@@ -155,10 +166,12 @@ class Privacy:
 
     def known(self, conversation_id: str) -> bool:
         with self.store.session() as session:
-            for model in (Ticket, Message, Outbox):
+            for model in (Ticket, Message, Outbox, PublicComment):
                 if session.execute(select(model.id).where(model.conversation_id == conversation_id)
                                    .limit(1)).first():
                     return True
+            if session.get(MetaContact, conversation_id) is not None:
+                return True
             if self._has_events_table(session):
                 return session.execute(select(EVENTS.c.id).where(EVENTS.c.sender_id == conversation_id)
                                        .limit(1)).first() is not None
@@ -192,6 +205,9 @@ class Privacy:
             outbox = list(session.execute(
                 select(Outbox).where(or_(Outbox.conversation_id == conversation_id, Outbox.ticket_id.in_(ids)))
                 .order_by(Outbox.id)).scalars())
+            comments = list(session.execute(select(PublicComment).where(PublicComment.conversation_id == conversation_id)
+                                            .order_by(PublicComment.id)).scalars())
+            contact = session.get(MetaContact, conversation_id)
             events = []
             if self._has_events_table(session):
                 for row in session.execute(select(EVENTS).where(EVENTS.c.sender_id == conversation_id)
@@ -211,6 +227,8 @@ class Privacy:
             "tickets": [{**_row(t, _TICKET_FIELDS), "status_history": by_ticket.get(t.id, [])} for t in tickets],
             "transcript": [_row(m, _MESSAGE_FIELDS) for m in messages],
             "outbox": [_row(o, _OUTBOX_FIELDS) for o in outbox],
+            "public_comments": [_row(c, _COMMENT_FIELDS) for c in comments],
+            "meta_contact": _row(contact, _CONTACT_FIELDS) if contact is not None else None,
             "tracker_events": events,
         }
 
@@ -230,6 +248,13 @@ class Privacy:
                 report.orphan_messages += _redact_message(message, pseudonyms)
             for item in session.execute(select(Outbox).where(Outbox.conversation_id == conversation_id)).scalars():
                 report.outbox += _redact_outbox(item, pseudonyms)
+            for comment in session.execute(select(PublicComment).where(
+                    PublicComment.conversation_id == conversation_id)).scalars():
+                report.comments += _redact_comment(comment, pseudonyms)
+            contact = session.get(MetaContact, conversation_id)
+            if contact is not None:
+                session.delete(contact)
+                report.comments += 1
             if self._has_events_table(session):
                 condition = EVENTS.c.sender_id == conversation_id
                 report.events = session.execute(select(func.count()).select_from(EVENTS).where(condition)).scalar()
@@ -264,6 +289,17 @@ class Privacy:
                                                 Outbox.text != MARKER)
             for item in session.execute(stale_outbox).scalars():
                 report.outbox += _redact_outbox(item, pseudonyms)
+            open_conversations = set(session.execute(
+                select(Ticket.conversation_id).where(Ticket.status.notin_(CLOSED_STATUSES))).scalars())
+            for comment in session.execute(select(PublicComment).where(
+                    PublicComment.created_at < cutoff, PublicComment.text != MARKER)).scalars():
+                if comment.conversation_id not in open_conversations:
+                    report.comments += _redact_comment(comment, pseudonyms)
+            for contact in session.execute(select(MetaContact).where(
+                    func.coalesce(MetaContact.last_inbound_at, MetaContact.private_reply_at) < cutoff)).scalars():
+                if contact.conversation_id not in open_conversations:
+                    session.delete(contact)
+                    report.comments += 1
             if self._has_events_table(session):
                 report.events = self._purge_events(session, cutoff, dry_run)
             report.conversations = len({c for c in pseudonyms.mapping})
@@ -353,6 +389,14 @@ def _redact_outbox(item: Outbox, pseudonyms: _Pseudonyms) -> int:
     item.text = MARKER
     item.last_error = None
     item.conversation_id = pseudonyms.get(item.conversation_id)
+    return int(changed)
+
+
+def _redact_comment(comment: PublicComment, pseudonyms: _Pseudonyms) -> int:
+    changed = comment.text != MARKER or comment.author_name is not None or comment.author_id is not None
+    comment.text = MARKER
+    comment.author_id = comment.author_name = comment.permalink = None
+    comment.conversation_id = pseudonyms.get(comment.conversation_id)
     return int(changed)
 
 

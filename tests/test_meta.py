@@ -514,3 +514,32 @@ def test_a_burst_of_comments_on_one_post_is_limited(fake, stack, tickets, desk):
     treatments = [Comments(tickets).by_comment_id(c).treatment for c in ids]
     assert treatments == ["answered", "answered", "limited", "limited"]
     assert len(fake.comment_replies()) == 2
+
+
+def test_privacy_covers_comments_and_contacts(store):
+    from bot.privacy import MARKER, Privacy
+
+    comments, contacts = Comments(store), Contacts(store)
+    old = utcnow() - dt.timedelta(days=400)
+    row, _ = comments.record(NewComment("facebook", "c-old", "p-1", "c-old", "Marie, 12 rue Pasteur : trou énorme",
+                                        "u-1", "Marie Dupont", "https://www.facebook.com/p?comment_id=c-old", old))
+    comments.set_outcome(row.id, outcome="faq:voirie", treatment="answered")
+    fresh, _ = comments.record(NewComment("facebook", "c-new", "p-1", "c-new", "la piscine ?", "u-2", "Paul"))
+    contacts.inbound("messenger", "psid-old", old)
+    contacts.inbound("messenger", "psid-new", utcnow())
+
+    exported = Privacy(store).export(row.conversation_id)
+    assert exported["public_comments"][0]["text"].startswith("Marie, 12 rue Pasteur")
+
+    report = Privacy(store).purge(365)
+    assert report.comments == 2  # the old comment and the old contact
+    purged = comments.by_comment_id("c-old")
+    assert (purged.text, purged.author_name, purged.author_id, purged.permalink) == (MARKER, None, None, None)
+    assert purged.treatment == "answered"  # what the bot did stays for the figures
+    assert comments.by_comment_id("c-new").text == "la piscine ?"
+    assert contacts.get("messenger-psid-old") is None and contacts.get("messenger-psid-new") is not None
+
+    erased = Privacy(store).erase("messenger-psid-new")
+    assert erased.comments == 1 and contacts.get("messenger-psid-new") is None
+    Privacy(store).erase(fresh.conversation_id)
+    assert comments.by_comment_id("c-new").text == MARKER
