@@ -2,8 +2,27 @@
 
 ``tests/fake_graph.py`` plays Meta: it signs webhook deliveries with the app secret, receives the
 Send API, private-reply and comment-reply calls, and enforces Meta's rules (24-hour window, 7 days
-with ``HUMAN_AGENT``, one private reply per comment, 2,000 / 1,000 characters) with Meta's real
-error shapes. The gateway under test is the real one, in front of the real Rasa + action server.
+with ``HUMAN_AGENT``, one private reply per comment, 2,000 characters / 1,000 bytes) with Meta's
+real error shapes. The gateway under test is the real one, in front of the real Rasa + action server.
+
+Meta behaviour tested, and where:
+- webhook GET verification (right and wrong verify token), forged and missing ``X-Hub-Signature-256``
+  refused with 403 and nothing done: ``test_gateway_refuses_what_is_not_meta``;
+- 200 at once with a 4-second assistant: ``test_a_slow_assistant_never_delays_metas_200``;
+- a batch of 3 messages in 2 entries with a read and an echo, the same ``mid`` delivered again (live
+  and after a restart): ``test_a_batch_of_three_events_and_the_same_mid_twice``;
+- Messenger FAQ, ``typing_on``, the Get Started postback: ``test_messenger_faq_exchange_and_get_started``;
+- a report, then an image attachment (and a sticker): ``test_report_with_an_image_is_attached_to_the_ticket``;
+- an Instagram DM and a long staff message under Instagram's limit: ``test_instagram_dm_...``;
+- a hand-off answered from the staff web after 30 h (``HUMAN_AGENT`` tag, accepted by the fake) and
+  after 8 days (not sent, reason on the ticket page): ``test_handoff_answered_after_...``;
+- rate limit (code 4) retried, expired token (190/463) kept pending with its reason then sent:
+  ``test_graph_errors_are_retried_or_shown``;
+- a public complaint: public acknowledgement without personal data, one private reply with the
+  reference, the ticket, the conversation going on in Messenger, our reply's feed echo ignored:
+  ``test_a_public_complaint_...``; an insult: nothing public, hand-off to the CM, nothing hidden:
+  ``test_an_insulting_comment_...``; the page's own comment ignored and silencing the bot in its
+  thread: ``test_the_pages_own_comment_...``; a burst under one post: ``test_a_burst_...``.
 """
 from __future__ import annotations
 
