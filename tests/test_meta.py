@@ -257,10 +257,14 @@ def test_report_with_an_image_is_attached_to_the_ticket(fake, meta, tickets):
     conversation = f"messenger-{user}"
     fake.deliver(meta.url, fake.batch([fake.message_event(user, "le lampadaire ne s'allume plus depuis hier soir")]))
     fake.wait_for(lambda: any("Où exactement" in t for t in fake.texts(user)), 60, "the question")
+    first = {"type": "image", "payload": {"url": "https://scontent.example/avant.jpg"}}
+    fake.deliver(meta.url, fake.batch([fake.message_event(user, attachments=[first])]))  # a photo while reporting
+    fake.wait_for(lambda: any("Photo bien reçue" in t for t in fake.texts(user)), 30, "the photo acknowledged")
     fake.deliver(meta.url, fake.batch([fake.message_event(user, "devant le 12 rue des Tilleuls")]))
     fake.wait_for(lambda: any("T-20" in t for t in fake.texts(user)), 60, "the receipt")
     [ticket] = tickets.for_conversation(conversation)
     assert ticket.channel == "messenger" and ticket.queue == "voirie" and ticket.kind == "report"
+    assert any("avant.jpg" in m.text for m in tickets.transcript(ticket.id))  # joined the ticket made after it
     image = {"type": "image", "payload": {"url": "https://scontent.example/lampadaire.jpg"}}
     fake.deliver(meta.url, fake.batch([fake.message_event(user, attachments=[image])]))
     fake.wait_for(lambda: any(f"Photo ajoutée à votre dossier {ticket.reference}" in t for t in fake.texts(user)), 30,
