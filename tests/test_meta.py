@@ -566,3 +566,53 @@ def test_privacy_covers_comments_and_contacts(store):
     assert erased.comments == 1 and contacts.get("messenger-psid-new") is None
     Privacy(store).erase(fresh.conversation_id)
     assert comments.by_comment_id("c-new").text == MARKER
+
+
+@pytest.mark.slow
+def test_distress_in_a_comment_gets_a_public_line_to_help_and_the_cm(fake, meta, tickets):
+    post, comment = "1000_" + uuid.uuid4().hex[:8], uuid.uuid4().hex[:10]
+    fake.deliver(meta.url, fake.feed_comment(comment, post, "je n'en peux plus, je veux en finir avec la vie",
+                                             from_id="u-85", from_name="Léo Martin"))
+    fake.wait_for(lambda: fake.comment_replies(comment) and fake.private_replies(comment), 60, "both replies")
+    [public] = fake.comment_replies(comment)
+    [private] = fake.private_replies(comment)
+    assert "3114" in public["message"] and "message privé" in public["message"] and "Léo" not in public["message"]
+    assert "3114" in private["message"]
+    row = Comments(tickets).by_comment_id(comment)
+    ticket = tickets.get(row.ticket_id)
+    assert row.treatment == "distress" and ticket.kind == "handoff" and ticket.urgent
+
+
+@pytest.mark.slow
+def test_an_instagram_question_comment_is_answered_under_it(fake, meta, tickets):
+    media, comment = "1780_" + uuid.uuid4().hex[:8], "17" + uuid.uuid4().hex[:12]
+    fake.deliver(meta.url, fake.instagram_comment(comment, media, "c'est quoi les horaires de la mairie le samedi ?"))
+    fake.wait_for(lambda: fake.comment_replies(comment), 60, "the public answer")
+    [reply] = fake.comment_replies(comment)
+    assert reply["platform"] == "instagram" and "valbourg.example" in reply["message"]
+    assert len(reply["message"].encode()) <= 1000 and fake.private_replies(comment) == []
+    assert Comments(tickets).by_comment_id(comment).treatment == "answered"
+
+
+@pytest.mark.slow
+def test_buttons_become_quick_replies_and_their_press_goes_back_as_the_payload(fake, meta, tickets):
+    user = psid()
+    conversation = f"messenger-{user}"
+    fake.deliver(meta.url, fake.batch([fake.message_event(user, "bonjour")]))
+    fake.wait_for(lambda: fake.texts(user), 60, "the greeting")
+    meta.run(meta.idle())
+    relay.send_to_citizen(tickets, conversation, "messenger", "Êtes-vous satisfait(e) de la réponse ?",
+                          buttons=[{"title": "Oui 👍", "payload": "oui merci"}, {"title": "Non 👎", "payload": "non"}])
+    fake.wait_for(lambda: any(c["json"]["message"].get("quick_replies") for c in fake.messages(user)), 30,
+                  "the quick replies")
+    [call] = [c for c in fake.messages(user) if c["json"]["message"].get("quick_replies")]
+    assert [(q["title"], q["payload"]) for q in call["json"]["message"]["quick_replies"]] == [("Oui 👍", "oui merci"),
+                                                                                             ("Non 👎", "non")]
+    before = len(fake.texts(user))
+    fake.deliver(meta.url, fake.batch([fake.message_event(user, "Oui 👍", quick_reply="oui merci")]))
+    fake.wait_for(lambda: len(fake.texts(user)) > before, 60, "the answer to the press")
+    from bot.models import Message
+    with tickets.session() as session:
+        texts = session.execute(select(Message.text).where(Message.conversation_id == conversation,
+                                                           Message.author == "citizen")).scalars().all()
+    assert "oui merci" in texts
