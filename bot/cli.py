@@ -28,6 +28,9 @@ app.add_typer(citizen_app, name="citizen")
 answers_app = typer.Typer(help="Réponses de l'assistant (FAQ) : voir, modifier, restaurer une version.",
                           no_args_is_help=True)
 app.add_typer(answers_app, name="answers")
+comments_app = typer.Typer(help="Commentaires publics (Facebook, Instagram) : les voir, y répondre en public ou en privé.",
+                           no_args_is_help=True)
+app.add_typer(comments_app, name="comments")
 notices_app = typer.Typer(help="Avis à la population : ajoutés aux réponses de l'assistant pendant leurs dates.",
                           no_args_is_help=True)
 app.add_typer(notices_app, name="notices")
@@ -107,37 +110,45 @@ def run(
     settings = get_settings()
     model_path = _model_path(model)
     typer.echo(f"Démarrage de l'assistant (base : {settings.database_url})...")
-    telegram = None
+    gateways: dict[str, object] = {}
     try:
         with stop_on_signals(), running_stack(model_path, settings.database_url, settings.var_dir,
                                               settings.action_port, settings.rasa_port, settings.rasa_token) as stack:
             typer.echo(f"Serveur Rasa : {stack.rasa_url} (canal REST : {stack.chat_url})")
             try:
-                telegram = _start_telegram(stack.rasa_url, settings.var_dir)
-                if chat and telegram is None:
+                for name, start in (("Telegram", _start_telegram), ("Meta", _start_meta)):
+                    process = start(stack.rasa_url, settings.var_dir)
+                    if process is not None:
+                        gateways[name] = process
+                if chat and not gateways:
                     local_chat(stack.chat_url)
                 else:
                     typer.echo("Prêt. Ctrl-C (ou SIGTERM) pour arrêter.")
-                    _wait_for_exit(stack.rasa, telegram)
+                    _wait_for_exit(stack.rasa, gateways)
             finally:
-                # The gateway first (no new messages), then Rasa, then the action server (running_stack).
-                stop(telegram)
+                # The gateways first (no new messages), then Rasa, then the action server (running_stack).
+                for process in gateways.values():
+                    stop(process)
     except StopRequested as signal_name:
         typer.echo(f"Arrêt demandé ({signal_name}) : assistant arrêté proprement.")
     except KeyboardInterrupt:
         typer.echo("Assistant arrêté.")
 
 
-def _wait_for_exit(rasa, telegram) -> None:
-    """Serve until Ctrl-C; stop with an error if the Rasa server or the Telegram gateway dies."""
+GATEWAY_LOGS = {"Telegram": "telegram.log", "Meta": "meta.log"}
+
+
+def _wait_for_exit(rasa, gateways: dict) -> None:
+    """Serve until Ctrl-C; stop with an error if the Rasa server or a gateway dies."""
     import time
 
     while True:
         if rasa.poll() is not None:
             _fail(f"Le serveur Rasa s'est arrêté (code {rasa.returncode}) : voir var/logs/rasa.log.", 1)
-        if telegram is not None and telegram.poll() is not None:
-            _fail(f"La passerelle Telegram s'est arrêtée (code {telegram.returncode}) : voir var/logs/telegram.log "
-                  "(jeton refusé ? réseau ?).", 1)
+        for name, process in gateways.items():
+            if process.poll() is not None:
+                _fail(f"La passerelle {name} s'est arrêtée (code {process.returncode}) : voir "
+                      f"var/logs/{GATEWAY_LOGS[name]} (jeton refusé ? réseau ? réglages ?).", 1)
         time.sleep(1)
 
 
@@ -151,6 +162,23 @@ def _start_telegram(rasa_url: str, var_dir: Path):
     log_path = var_dir / "logs" / "telegram.log"
     mode = f"webhook {settings.webhook_url}" if settings.webhook_url else "long polling"
     typer.echo(f"Passerelle Telegram démarrée ({mode}) ; journal : {log_path}. Ctrl-C pour arrêter.")
+    return start_process(rasa_url, log_path)
+
+
+def _start_meta(rasa_url: str, var_dir: Path):
+    """The Facebook/Instagram gateway process, when its settings are present (else None)."""
+    from bot.channels.meta.__main__ import start_process
+    from bot.channels.meta.gateway import MetaSettings
+
+    settings = MetaSettings.from_env()
+    if not settings.configured:
+        if any((settings.app_secret, settings.verify_token, settings.page_token)):
+            _fail("Passerelle Facebook/Instagram : réglages incomplets, il manque " + ", ".join(settings.missing())
+                  + " (README, « Facebook et Instagram »).", 2)
+        return None
+    log_path = var_dir / "logs" / "meta.log"
+    typer.echo(f"Passerelle Facebook/Instagram démarrée (webhook sur {settings.listen}:{settings.port}"
+               f"{settings.path}) ; journal : {log_path}.")
     return start_process(rasa_url, log_path)
 
 
@@ -343,6 +371,10 @@ def tickets_show(reference: str, as_: Optional[str] = AS_OPTION) -> None:
         typer.echo(f"  [{message.created_at:%d/%m %H:%M}] {who}: {message.text}")
     for change in desk.audit(staff, reference):
         typer.echo(f"  ({change.created_at:%d/%m %H:%M} {change.actor}: {change.old_status or '-'} -> {change.new_status})")
+    for item in desk.undelivered(staff, reference):
+        why = (f"le citoyen ne peut plus être joint sur ce canal : {item.last_error}" if item.failed_at
+               else f"pas encore remis : {item.last_error}")
+        typer.secho(f"  NON REMIS [{item.created_at:%d/%m %H:%M}] {item.text[:60]} — {why}", fg=typer.colors.RED)
 
 
 @tickets_app.command("take")
@@ -416,6 +448,53 @@ def tickets_close(reference: str, as_: Optional[str] = AS_OPTION) -> None:
     staff = _staff(as_)
     ticket = _run_desk(lambda: _desk().close(staff, reference))
     typer.echo(f"{ticket.reference} clôturé.")
+
+
+@comments_app.command("list")
+def comments_list(all_: bool = typer.Option(False, "--all", help="Tous les commentaires, pas seulement ceux à voir."),
+                  limit: int = typer.Option(50, min=1, max=1000, help="Nombre de commentaires affichés au plus."),
+                  as_: Optional[str] = AS_OPTION) -> None:
+    """Les commentaires à voir (laissés à l'équipe, sans réponse), les plus récents d'abord ; --all : tous."""
+    staff = _staff(as_)
+    desk = _desk()
+    views = _run_desk(lambda: desk.comment_views(desk.comments(staff, needs_staff=not all_, limit=limit)))
+    if not views:
+        typer.echo("Aucun commentaire." if all_ else "Aucun commentaire à voir.")
+    for view in views:
+        c = view.comment
+        when = desk.hours.local(c.created_at).strftime("%d/%m %H:%M")
+        flag = "À VOIR " if view.to_see else ""
+        ticket = f" [{view.ticket.reference}]" if view.ticket else ""
+        text = " ".join(c.text.split())
+        typer.echo(f"#{c.id:<5} {view.platform_label:<9} {when}  {flag}{view.treatment_label}{ticket} — "
+                   f"{c.author_name or 'auteur inconnu'} : {text[:70]}{'…' if len(text) > 70 else ''}")
+
+
+@comments_app.command("reply")
+def comments_reply(comment_id: str = typer.Argument(..., help="Le numéro du commentaire (guichet comments list)."),
+                   text: str = typer.Argument(..., help="Le message (signé comme les réponses aux tickets)."),
+                   public: Optional[bool] = typer.Option(None, "--public/--private",
+                                                         help="Sous le commentaire, visible de tous (--public), ou "
+                                                              "dans la messagerie de la personne (--private)."),
+                   as_: Optional[str] = AS_OPTION) -> None:
+    """Répondre à un commentaire : en public (sans aucune donnée personnelle) ou en privé."""
+    if public is None:
+        _fail("Choisissez où répondre : --public (sous le commentaire, lu par tout le monde) ou --private "
+              "(dans la messagerie de la personne).")
+    staff = _staff(as_)
+    _run_desk(lambda: _desk().reply_to_comment(staff, comment_id, text, public))
+    typer.echo("Réponse publique envoyée : elle sera publiée sous le commentaire." if public
+               else "Message privé envoyé à la personne.")
+
+
+@comments_app.command("seen")
+def comments_seen(comment_id: str = typer.Argument(..., help="Le numéro du commentaire (guichet comments list)."),
+                  note: Optional[str] = typer.Option(None, help="Pourquoi rien n'est répondu (note privée)."),
+                  as_: Optional[str] = AS_OPTION) -> None:
+    """Marquer un commentaire comme vu, sans réponse (note privée : rien n'est publié ni supprimé)."""
+    staff = _staff(as_)
+    _run_desk(lambda: _desk().mark_comment_seen(staff, comment_id, note))
+    typer.echo("Commentaire marqué comme vu : il quitte la liste à voir.")
 
 
 @staff_app.command("add-user")

@@ -3,27 +3,45 @@
 Every operation takes the acting ``Staff`` and checks it may: the CM sees every ticket, a service
 head only the tickets of their own service (anything else is "not found", revealing nothing).
 Citizens hear back through the relay; every status change goes into the audit trail.
+
+Public comments (``bot.comments``) follow the same rule: the CM sees them all, a service head those
+whose ticket is routed to their service. A public reply is visible to everyone: it never carries
+personal data (a ticket reference, an e-mail address, a phone number that is not one the town
+publishes, the citizen's name from the ticket) and the server refuses it, saying why.
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, select, update
 
 from bot import events, relay, satisfaction
 from bot.accounts import Staff
+from bot.comments import NEEDS_STAFF, TREATMENTS, Comments, channel_for
 from bot.hours import StaffHours
-from bot.models import CLOSED_STATUSES, STATUSES, Message, StaffUser, StatusChange, Ticket, to_naive_utc, utcnow
+from bot.models import (
+    CLOSED_STATUSES,
+    STATUSES,
+    Message,
+    Outbox,
+    PublicComment,
+    StaffUser,
+    StatusChange,
+    Ticket,
+    to_naive_utc,
+    utcnow,
+)
 from bot.profile import Profile
 from bot.replies import Replies
 from bot.routing import CM_QUEUE
 from bot.settings import PROJECT_ROOT
 from bot.textnorm import clean_citizen_text
-from bot.tickets import HANDOFF, TicketStore
+from bot.tickets import HANDOFF, TicketStore, parse_reference
 
 logger = logging.getLogger(__name__)
 CANNED_ANSWERS = PROJECT_ROOT / "canned_answers.fr.yml"
@@ -41,6 +59,18 @@ HANDOFF_REASON_LABELS = {
     "misunderstood": "incompréhension répétée", "distress_violence": "URGENCE : violences",
     "distress_danger": "URGENCE : danger", "distress_suicide": "URGENCE : détresse",
 }
+
+
+MAX_REPLY = 3000
+# What each platform accepts under a comment (the signature included).
+PUBLIC_REPLY_LIMITS = {"instagram": 1000, "facebook": 8000}
+PLATFORM_LABELS = {"facebook": "Facebook", "instagram": "Instagram"}
+PUBLIC_PREFIX = "[Réponse publique] "  # how a public reply reads in the ticket's transcript
+# A French phone number: 06 12 34 56 78, 0612345678, 06.12.34.56.78, +33 6 12 34 56 78, 0033 (0)6...
+_PHONE = re.compile(r"(?<![\d+])(?:(?:\+|00)\s*33\s*(?:\(0\)\s*)?|0)[1-9](?:[\s.\-]*\d{2}){4}(?!\d)")
+_EMAIL = re.compile(r"[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+")
+# Conflicts: the CM is the buffer, a service head answers these in private only.
+CM_ONLY_PUBLIC = frozenset({"to_cm", "distress"})
 
 
 def _shown(value, length: int = 60) -> str:
@@ -86,6 +116,56 @@ class QueueItem:
         minutes = int(self.waiting.total_seconds() // 60)
         hours, minutes = divmod(minutes, 60)
         return f"{hours} h {minutes:02d}" if hours else f"{minutes} min"
+
+
+@dataclass
+class CommentView:
+    """A public comment as staff see it: the row, its ticket, what the town sent in reply."""
+    comment: PublicComment
+    ticket: Ticket | None = None
+    public_replies: list[Outbox] = field(default_factory=list)  # staff replies under the comment
+    private_messages: list[Outbox] = field(default_factory=list)  # to the commenter's inbox
+    staff_done: bool = False  # someone of the town answered it, or marked it seen
+
+    @property
+    def platform_label(self) -> str:
+        return PLATFORM_LABELS.get(self.comment.platform, self.comment.platform)
+
+    @property
+    def treatment_label(self) -> str:
+        return TREATMENTS.get(self.comment.treatment or "", self.comment.treatment or "—")
+
+    @property
+    def to_see(self) -> bool:
+        return self.comment.treatment in NEEDS_STAFF and not self.staff_done
+
+    @property
+    def handled(self) -> bool:
+        """Left to staff by the bot, and someone of the town has dealt with it."""
+        return self.comment.treatment in NEEDS_STAFF and self.staff_done
+
+    @property
+    def bot_reply(self) -> str | None:
+        """The public reply recorded on the row, unless it is one of the staff's (already listed)."""
+        reply = self.comment.public_reply
+        if reply and reply not in {item.text for item in self.public_replies}:
+            return reply
+        return None
+
+    @property
+    def public_limit(self) -> int:
+        return min(MAX_REPLY, PUBLIC_REPLY_LIMITS.get(self.comment.platform, MAX_REPLY))
+
+
+def delivery_state(item: Outbox) -> str:
+    """Where an outbox message is, in words staff read."""
+    if item.delivered_at is not None:
+        return "remis"
+    if item.failed_at is not None:
+        return f"non remis : {item.last_error or 'le canal ne peut plus joindre le citoyen'}"
+    if item.last_error:
+        return f"pas encore remis (nouvel essai automatique) : {item.last_error}"
+    return "en attente de remise"
 
 
 def load_canned_answers(path: Path = CANNED_ANSWERS) -> list[dict]:
@@ -358,6 +438,151 @@ class StaffDesk:
     def close(self, staff: Staff, reference: str, note: str | None = None) -> Ticket:
         return self.set_status(staff, reference, "closed", note=note)
 
+    # --- public comments ---------------------------------------------------------------------------
+    def _visible_comments(self, staff: Staff):
+        query = select(PublicComment)
+        if not staff.is_cm:
+            query = query.join(Ticket, PublicComment.ticket_id == Ticket.id).where(Ticket.queue == staff.service)
+        return query
+
+    @staticmethod
+    def _staff_touched():
+        """Someone of the town replied to this very comment (publicly or privately) or marked it seen."""
+        return exists().where(Message.conversation_id == PublicComment.conversation_id, Message.author == "staff")
+
+    def comments(self, staff: Staff, needs_staff: bool = False, limit: int = 100) -> list[PublicComment]:
+        """Newest first. ``needs_staff``: those the bot left to staff (``NEEDS_STAFF``) that nobody of
+        the town has answered (or marked seen) yet."""
+        query = self._visible_comments(staff).order_by(PublicComment.created_at.desc(), PublicComment.id.desc())
+        if needs_staff:
+            query = query.where(PublicComment.treatment.in_(NEEDS_STAFF), ~self._staff_touched())
+        with self.store.session() as session:
+            return list(session.execute(query.limit(max(1, min(int(limit), 1000)))).scalars())
+
+    def comments_to_see(self, staff: Staff) -> int:
+        query = self._visible_comments(staff).where(PublicComment.treatment.in_(NEEDS_STAFF), ~self._staff_touched())
+        with self.store.session() as session:
+            return session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+
+    def has_comments(self, staff: Staff) -> bool:
+        with self.store.session() as session:
+            return session.execute(self._visible_comments(staff).limit(1)).first() is not None
+
+    def comment(self, staff: Staff, comment_row_id) -> PublicComment:
+        try:
+            row_id = int(str(comment_row_id).strip())
+        except ValueError:
+            row_id = None
+        row = Comments(self.store).get(row_id) if row_id is not None and 0 < row_id < 2**31 else None
+        if row is not None and not staff.is_cm:
+            ticket = self.store.get(row.ticket_id) if row.ticket_id else None
+            if ticket is None or ticket.queue != staff.service:
+                row = None
+        if row is None:
+            raise NotFound(f"Commentaire introuvable : {_shown(comment_row_id)}")
+        return row
+
+    def comment_views(self, rows: list[PublicComment]) -> list[CommentView]:
+        """The rows with their tickets and the town's replies (a few queries for the whole list)."""
+        if not rows:
+            return []
+        conversations = {row.conversation_id for row in rows}
+        ticket_ids = {row.ticket_id for row in rows if row.ticket_id}
+        with self.store.session() as session:
+            tickets = {t.id: t for t in session.execute(select(Ticket).where(Ticket.id.in_(ticket_ids))).scalars()}
+            sent = list(session.execute(select(Outbox).where(Outbox.conversation_id.in_(conversations))
+                                        .order_by(Outbox.id)).scalars())
+            touched = set(session.execute(select(Message.conversation_id).distinct().where(
+                Message.conversation_id.in_(conversations), Message.author == "staff")).scalars())
+        views = []
+        for row in rows:
+            mine = [item for item in sent if item.conversation_id == row.conversation_id]
+            views.append(CommentView(row, tickets.get(row.ticket_id),
+                                     [item for item in mine if item.surface == "public"],
+                                     [item for item in mine if item.surface != "public"],
+                                     row.conversation_id in touched))
+        return views
+
+    def ticket_comments(self, staff: Staff, reference: str) -> list[CommentView]:
+        ticket = self.ticket(staff, reference)
+        return self.comment_views(Comments(self.store).for_ticket(ticket.id))
+
+    def undelivered(self, staff: Staff, reference: str) -> list[Outbox]:
+        """The ticket's messages that did not reach the citizen (given up, or failing for now)."""
+        ticket = self.ticket(staff, reference)
+        return relay.undelivered(self.store, ticket.id)
+
+    def public_reply_problems(self, text: str, ticket: Ticket | None = None) -> list[str]:
+        """What makes a text unfit to be published: personal data (French, for the refusal)."""
+        problems = []
+        if parse_reference(text):
+            problems.append("une référence de ticket")
+        public_mails = self._published_emails()
+        if any(_fold_mail(m) not in public_mails for m in _EMAIL.findall(text)):
+            problems.append("une adresse e-mail")
+        public_phones = self._published_phones()
+        if any(_phone_key(m) not in public_phones for m in _PHONE.findall(text)):
+            problems.append("un numéro de téléphone")
+        name = (ticket.citizen_name or "").strip() if ticket is not None else ""
+        if len(name) >= 3 and re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text, re.IGNORECASE):
+            problems.append("le nom du citoyen")
+        return problems
+
+    def _published_phones(self) -> set[str]:
+        """The numbers the town publishes (its own, the bodies', those in the FAQ answers): allowed."""
+        texts = [self.profile.town.phone, *(b.phone or "" for b in self.profile.external_bodies.values()),
+                 *(topic.answer for topic in self.profile.faq.values())]
+        return {_phone_key(match) for text in texts for match in _PHONE.findall(text or "")}
+
+    def _published_emails(self) -> set[str]:
+        return {_fold_mail(match) for topic in self.profile.faq.values() for match in _EMAIL.findall(topic.answer)}
+
+    def reply_to_comment(self, staff: Staff, comment_row_id, text: str, public: bool) -> Outbox:
+        """Answer a comment under it (``public``) or in the commenter's inbox; signed like ``reply``."""
+        text = clean_citizen_text(text, limit=10_000)
+        if not text:
+            raise DeskError("Le message est vide.")
+        if len(text) > MAX_REPLY:
+            raise DeskError("Message trop long (3 000 caractères au maximum).")
+        row = self.comment(staff, comment_row_id)
+        ticket = self.store.get(row.ticket_id) if row.ticket_id else None
+        signed = f"{text}\n— {staff.signature(self.profile)}"
+        channel = channel_for(row.platform)
+        if public:
+            if not staff.is_cm and (row.treatment in CM_ONLY_PUBLIC or (ticket is not None and ticket.kind == "complaint")):
+                raise DeskError("Ce commentaire relève d'un conflit ou d'une détresse : en public, c'est le community "
+                                "manager qui répond (il fait tampon). Répondez en privé, ou passez le relais au CM.")
+            problems = self.public_reply_problems(text, ticket)
+            if problems:
+                found = problems[0] if len(problems) == 1 else ", ".join(problems[:-1]) + " et " + problems[-1]
+                raise DeskError(f"Réponse publique refusée : elle contient {found}. Tout le monde la lit : aucune "
+                                "donnée personnelle en public (les numéros de la mairie sont permis). Retirez-la, "
+                                "ou envoyez ce message en privé.")
+            limit = PUBLIC_REPLY_LIMITS.get(row.platform, MAX_REPLY)
+            if len(signed) > limit:
+                raise DeskError(f"Réponse publique trop longue pour {PLATFORM_LABELS.get(row.platform, row.platform)} : "
+                                f"{_thousands(limit)} caractères au plus, signature comprise (ici {_thousands(len(signed))}).")
+        self.store.add_message(row.conversation_id, channel, "staff", PUBLIC_PREFIX + signed if public else signed,
+                               ticket_id=ticket.id if ticket else None, author_name=staff.display_name)
+        if ticket is not None:
+            self._mark_first_response(ticket.id)
+        item = relay.send_to_citizen(self.store, row.conversation_id, channel, signed,
+                                     ticket.id if ticket else None, surface="public" if public else None)
+        if public:
+            Comments(self.store).mark_staff_answered(row.thread_id)  # the bot adds nothing more to this thread
+        return item
+
+    def mark_comment_seen(self, staff: Staff, comment_row_id, note: str | None = None) -> Message:
+        """Nothing to answer (an insult the CM leaves be): a private note on the comment, never sent;
+        it leaves the "à voir" list. Nothing is hidden or deleted on the platform."""
+        note = clean_citizen_text(note or "", limit=10_000)
+        if len(note) > 2000:
+            raise DeskError("Note trop longue (2 000 caractères au maximum).")
+        row = self.comment(staff, comment_row_id)
+        text = f"Commentaire vu, sans réponse : {note}" if note else "Commentaire vu, sans réponse."
+        return self.store.add_message(row.conversation_id, channel_for(row.platform), "staff", text,
+                                      ticket_id=row.ticket_id, author_name=staff.display_name, private=True)
+
     # --- helpers -----------------------------------------------------------------------------------
     def _ask_satisfaction(self, ticket: Ticket) -> None:
         """Once per ticket; never breaks the status change (the question is only a question)."""
@@ -385,3 +610,16 @@ class StaffDesk:
         except Exception as exc:  # noqa: BLE001
             raise DeskError("Ticket mis à jour, mais la conversation n'a pas pu être rendue au bot "
                             f"(serveur Rasa injoignable : {type(exc).__name__}). Réessayez la clôture.") from exc
+
+
+def _thousands(number: int) -> str:
+    return f"{number:,}".replace(",", " ")
+
+
+def _phone_key(number: str) -> str:
+    """A phone number as its last nine digits: "+33 2 41 00 10 00" and "02.41.00.10.00" match."""
+    return "".join(ch for ch in number if ch.isdigit())[-9:]
+
+
+def _fold_mail(address: str) -> str:
+    return "".join(address.split()).lower()

@@ -616,3 +616,58 @@ def test_buttons_become_quick_replies_and_their_press_goes_back_as_the_payload(f
         texts = session.execute(select(Message.text).where(Message.conversation_id == conversation,
                                                            Message.author == "citizen")).scalars().all()
     assert "oui merci" in texts
+
+
+@pytest.mark.slow
+def test_guichet_run_serves_meta_when_its_settings_are_present(fake, model_path, tmp_path):
+    """`guichet run` with the Meta settings: the stack plus the gateway process, no local chat;
+    incomplete settings stop with the missing names; SIGTERM stops everything."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from bot.stack import free_port
+
+    port = free_port()
+    env = dict(os.environ, GUICHET_META_APP_SECRET=fake.app_secret, GUICHET_META_VERIFY_TOKEN=VERIFY,
+               GUICHET_META_PAGE_TOKEN=fake.page_token, GUICHET_META_PAGE_ID=fake.page_id,
+               GUICHET_META_GRAPH_URL=fake.base_url, GUICHET_META_PORT=str(port),
+               GUICHET_DATABASE_URL=f"sqlite:///{tmp_path / 'guichet.db'}", GUICHET_VAR_DIR=str(tmp_path / "var"),
+               GUICHET_RASA_PORT=str(free_port()), GUICHET_ACTION_PORT=str(free_port()))
+    for name in ("GUICHET_RASA_URL", "GUICHET_TELEGRAM_TOKEN"):
+        env.pop(name, None)
+    guichet = str(Path(sys.executable).parent / "guichet")
+    incomplete = subprocess.run([guichet, "run", "--model", str(model_path)], capture_output=True, text=True,
+                                env={k: v for k, v in env.items() if k != "GUICHET_META_PAGE_TOKEN"},
+                                stdin=subprocess.DEVNULL, timeout=300)
+    assert incomplete.returncode == 2 and "GUICHET_META_PAGE_TOKEN" in incomplete.stdout + incomplete.stderr
+    with open(tmp_path / "run.log", "wb") as log:
+        process = subprocess.Popen([guichet, "run", "--model", str(model_path)], env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/webhooks/meta"
+    try:
+        fake.wait_for(lambda: _answers(url), 240, "the gateway up")
+        assert fake.subscribe(url, VERIFY).text == "1158201444"
+        user = psid()
+        fake.deliver(url, fake.batch([fake.message_event(user, "la piscine est ouverte le dimanche ?")]))
+        fake.wait_for(lambda: any("valbourg.example/piscine" in t for t in fake.texts(user)), 120, "the answer")
+        assert process.poll() is None
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            assert process.wait(60) == 0
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
+    output = (tmp_path / "run.log").read_text()
+    assert "Passerelle Facebook/Instagram démarrée" in output and "vous>" not in output
+    assert not _answers(url)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url.replace("/webhooks/meta", "/health"), timeout=2).status_code == 200
+    except requests.RequestException:
+        return False

@@ -15,6 +15,9 @@ Design:
   address (``LoginThrottle``: 20 failures in 15 minutes, whatever the accounts tried).
 - Statistics (``bot.stats``) are reserved to the CM: they are town-wide and include the hand-off
   reasons, which a service head does not see anywhere else.
+- Public comments (``/commentaires``): the comments under the town's posts and what the bot did
+  with them; the CM sees them all, a head those whose ticket is their service's. A public reply
+  with personal data is refused by the desk, and the page is shown again with the text kept.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import threading
 import time
 from pathlib import Path
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, abort, current_app, flash, g, redirect, render_template, request, session, url_for
 from werkzeug.exceptions import Forbidden, HTTPException, ServiceUnavailable
@@ -37,6 +41,7 @@ from bot.staff import (
     DeskError,
     NotFound,
     StaffDesk,
+    delivery_state,
     load_canned_answers,
 )
 from bot.stats import reason_label, share_text
@@ -138,6 +143,7 @@ def create_app(desk_factory: Callable[[], StaffDesk] | None = None, accounts=Non
     _register_views(app, state)
     _register_notices(app)
     _register_answers(app)
+    _register_comments(app)
     _register_errors(app)
     return app
 
@@ -223,7 +229,23 @@ def _register_helpers(app: Flask) -> None:
         return names[username]
 
     app.jinja_env.filters.update(person=person, local_time=local_time, decimal_fr=decimal_fr, duration=duration, percent=percent,
-                                 queue_label=queue_label, excerpt=excerpt)
+                                 queue_label=queue_label, excerpt=excerpt, platform_link=platform_link,
+                                 delivery_state=delivery_state)
+
+    def comments_nav() -> dict:
+        """The navigation's "Commentaires" link: always for the CM, for a head once they have some."""
+        if "comments_nav" not in g:
+            shown = {"show": False, "count": 0}
+            staff = g.get("staff")
+            if staff is not None:
+                try:
+                    desk = _desk()
+                    count = desk.comments_to_see(staff)
+                    shown = {"show": staff.is_cm or bool(count) or desk.has_comments(staff), "count": count}
+                except Exception:  # noqa: BLE001 - a navigation link is not worth an error page
+                    logger.warning("could not count the public comments to see", exc_info=True)
+            g.comments_nav = shown
+        return g.comments_nav
 
     @app.context_processor
     def _context():
@@ -235,7 +257,23 @@ def _register_helpers(app: Flask) -> None:
             "STATUS_LABELS": STATUS_LABELS,
             "KIND_LABELS": KIND_LABELS,
             "AUTHOR_LABELS": AUTHOR_LABELS,
+            "comments_nav": comments_nav,
         }
+
+
+PLATFORM_HOSTS = ("facebook.com", "fb.com", "fb.me", "instagram.com")
+
+
+def platform_link(url) -> str | None:
+    """A comment's permalink if it is an https link to Facebook or Instagram (never ``javascript:``)."""
+    try:
+        parts = urlsplit(str(url or "").strip())
+    except ValueError:
+        return None
+    host = (parts.hostname or "").lower()
+    if parts.scheme != "https" or not any(host == h or host.endswith("." + h) for h in PLATFORM_HOSTS):
+        return None
+    return parts.geturl()
 
 
 def queue_signature(items) -> str:
@@ -378,27 +416,7 @@ def _register_views(app: Flask, state: _State) -> None:
 
     @app.get("/tickets/<reference>")
     def ticket(reference: str):
-        desk = _desk()
-        ticket = _load(reference)
-        canned = load_canned_answers()
-        draft = ""
-        chosen = request.args.get("reponse", "")
-        for answer in canned:
-            if answer["key"] == chosen:
-                draft = answer["text"]
-        duplicate_of = desk.store.get(ticket.duplicate_of_id).reference if ticket.duplicate_of_id else None
-        return render_template(
-            "ticket.html", ticket=ticket, reason=desk.reason(ticket),
-            transcript=desk.transcript(g.staff, ticket.reference), audit=desk.audit(g.staff, ticket.reference),
-            canned=canned, chosen=chosen, draft=draft, duplicate_of=duplicate_of,
-            services=desk.profile.services, route_kinds=ROUTE_KINDS,
-            statuses=desk.status_choices(g.staff, ticket), is_handoff=ticket.kind == HANDOFF,
-            ticket_sections=TICKET_SECTIONS, confirm_close=request.args.get("cloture") == "1" and ticket.is_open,
-            close_note=request.args.get("note", "")[:2000],
-            emergency_numbers=_emergency_numbers(desk.profile),
-            today=desk.hours.local(dt.datetime.now(dt.timezone.utc)).date().isoformat(),
-            signature=g.staff.signature(desk.profile), holder=desk.holder_name(ticket.assigned_to),
-        )
+        return _render_ticket(_load(reference))
 
     @app.post("/tickets/<reference>/take")
     def ticket_take(reference: str):
@@ -647,6 +665,111 @@ def _register_answers(app: Flask) -> None:
         return redirect(url_for("answer_page", topic=version.topic))
 
 
+def _render_ticket(ticket, drafts: dict | None = None):
+    """The ticket page; ``drafts`` ({(comment id, "public"|"prive"): text}) refills a refused comment reply."""
+    desk = _desk()
+    canned = load_canned_answers()
+    draft = ""
+    chosen = request.args.get("reponse", "")
+    for answer in canned:
+        if answer["key"] == chosen:
+            draft = answer["text"]
+    duplicate_of = desk.store.get(ticket.duplicate_of_id).reference if ticket.duplicate_of_id else None
+    comments = desk.ticket_comments(g.staff, ticket.reference)
+    return render_template(
+        "ticket.html", ticket=ticket, reason=desk.reason(ticket),
+        transcript=desk.transcript(g.staff, ticket.reference), audit=desk.audit(g.staff, ticket.reference),
+        canned=canned, chosen=chosen, draft=draft, duplicate_of=duplicate_of,
+        services=desk.profile.services, route_kinds=ROUTE_KINDS,
+        statuses=desk.status_choices(g.staff, ticket), is_handoff=ticket.kind == HANDOFF,
+        ticket_sections=TICKET_SECTIONS + tuple(f"commentaire-{view.comment.id}" for view in comments),
+        confirm_close=request.args.get("cloture") == "1" and ticket.is_open,
+        close_note=request.args.get("note", "")[:2000],
+        emergency_numbers=_emergency_numbers(desk.profile),
+        today=desk.hours.local(dt.datetime.now(dt.timezone.utc)).date().isoformat(),
+        signature=g.staff.signature(desk.profile), holder=desk.holder_name(ticket.assigned_to),
+        comments=comments, undelivered=desk.undelivered(g.staff, ticket.reference), drafts=drafts or {},
+    )
+
+
+def _register_comments(app: Flask) -> None:
+    """/commentaires: the public comments under the town's posts, and the staff's replies to them."""
+
+    def render_comments(show_all: bool, drafts: dict | None = None):
+        desk = _desk()
+        views = desk.comment_views(desk.comments(g.staff, needs_staff=not show_all, limit=COMMENTS_SHOWN))
+        return render_template("comments.html", views=views, show_all=show_all, drafts=drafts or {},
+                               to_see=desk.comments_to_see(g.staff), shown_max=COMMENTS_SHOWN,
+                               ticket_sections=tuple(f"commentaire-{view.comment.id}" for view in views),
+                               signature=g.staff.signature(desk.profile))
+
+    def comment_or_404(comment_id: int):
+        try:
+            return _desk().comment(g.staff, comment_id)
+        except NotFound:
+            abort(404)
+
+    def back(comment, returning: str, still_listed: bool = True):
+        """Back where the form was: the ticket page, or the list (at the comment if it is still there)."""
+        section = f"commentaire-{comment.id}"
+        if returning == "ticket" and comment.ticket_id:
+            ticket = _desk().store.get(comment.ticket_id)
+            try:
+                _desk().ticket(g.staff, ticket.reference)
+            except NotFound:
+                pass
+            else:
+                return redirect(url_for("ticket", reference=ticket.reference) + f"#{section}")
+        target = url_for("comments_page", tous=1) if returning == "tous" else url_for("comments_page")
+        return redirect(target + (f"#{section}" if still_listed else ""))
+
+    def act(comment_id: int, action: Callable[[], object], success: str, draft: tuple[str, str] | None = None):
+        comment = comment_or_404(comment_id)
+        returning = request.form.get("retour", "liste")
+        section = f"commentaire-{comment.id}"
+        try:
+            action()
+        except NotFound:
+            abort(404)
+        except DeskError as exc:
+            flash(str(exc), f"error:{section}")
+            drafts = {(comment.id, draft[0]): draft[1]} if draft else {}
+            if returning == "ticket" and comment.ticket_id:  # shown again with the text kept, to correct it
+                try:
+                    return _render_ticket(_desk().ticket(g.staff, _desk().store.get(comment.ticket_id).reference),
+                                          drafts)
+                except NotFound:
+                    pass
+            return render_comments(returning == "tous", drafts)
+        view = _desk().comment_views([comment_or_404(comment.id)])[0]
+        still_listed = returning != "liste" or view.to_see
+        flash(success if still_listed else f"{success} Il quitte la liste « À voir ».", f"ok:{section}")
+        return back(comment, returning, still_listed)
+
+    @app.get("/commentaires")
+    def comments_page():
+        return render_comments(request.args.get("tous") == "1")
+
+    @app.post("/commentaires/<int:comment_id>/repondre")
+    def comment_reply(comment_id: int):
+        text = request.form.get("message", "").replace("\r\n", "\n")
+        public = request.form.get("surface") == "public"
+        if request.form.get("surface") not in ("public", "prive"):
+            abort(400)
+        comment = comment_or_404(comment_id)
+        platform = "Facebook" if comment.platform == "facebook" else "Instagram"
+        success = (f"Réponse publique envoyée : elle sera publiée sous le commentaire sur {platform}."
+                   if public else f"Message privé envoyé à la personne (messagerie {platform}).")
+        return act(comment_id, lambda: _desk().reply_to_comment(g.staff, comment_id, text, public), success,
+                   ("public" if public else "prive", text))
+
+    @app.post("/commentaires/<int:comment_id>/vu")
+    def comment_seen(comment_id: int):
+        note = request.form.get("note", "")
+        return act(comment_id, lambda: _desk().mark_comment_seen(g.staff, comment_id, note),
+                   "Commentaire marqué comme vu (note privée, rien n'est publié).", ("vu", note))
+
+
 def _assistant_for_preview():
     """An assistant on this desk's database, to show the reply exactly as the bot would say it."""
     from bot.assistant import Assistant
@@ -664,6 +787,7 @@ def _load(reference: str):
 
 
 TICKET_SECTIONS = ("repondre", "note", "orienter", "statut", "cloturer")
+COMMENTS_SHOWN = 200  # the newest ones; older comments are on the platform itself
 EMERGENCY_LABELS = {"samu": "SAMU", "police": "police", "pompiers": "pompiers", "europe": "urgences (Europe)",
                     "violences_femmes": "violences femmes info", "enfance_en_danger": "enfance en danger",
                     "prevention_suicide": "prévention du suicide"}
