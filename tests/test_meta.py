@@ -504,6 +504,15 @@ def test_an_insulting_comment_gets_nothing_public_and_goes_to_the_cm(fake, meta,
     assert ticket.reference in [item.ticket.reference for item in desk.queue(camille)]
     assert not [c for c in fake.calls if c["method"] == "DELETE" or "is_hidden" in json.dumps(c["json"])]
 
+    # The CM answers, in public and in private: the gateway posts the first under the comment and
+    # sends the second as the comment's one private reply.
+    desk.reply_to_comment(camille, row.id, "Nous entendons votre colère ; écrivez-nous en privé, on regarde.", public=True)
+    desk.reply_to_comment(camille, row.id, "Bonjour, dites-nous ce qui s'est passé : on vous lit.", public=False)
+    fake.wait_for(lambda: fake.comment_replies(comment) and fake.private_replies(comment), 30, "the CM's replies")
+    assert "Nous entendons votre colère" in fake.comment_replies(comment)[0]["message"]
+    assert "dites-nous ce qui s'est passé" in fake.private_replies(comment)[0]["message"]
+    assert Comments(tickets).staff_answered(row.thread_id)
+
 
 @pytest.mark.slow
 def test_the_pages_own_comment_is_ignored_and_silences_the_bot_in_its_thread(fake, meta, tickets):
