@@ -116,11 +116,14 @@ def run(
                                               settings.action_port, settings.rasa_port, settings.rasa_token) as stack:
             typer.echo(f"Serveur Rasa : {stack.rasa_url} (canal REST : {stack.chat_url})")
             try:
+                webchat = _start_webchat(stack.rasa_url, settings.var_dir)
                 for name, start in (("Telegram", _start_telegram), ("Meta", _start_meta)):
                     process = start(stack.rasa_url, settings.var_dir)
                     if process is not None:
                         gateways[name] = process
-                if chat and not gateways:
+                if webchat is not None:
+                    gateways["Site"] = webchat
+                if chat and not set(gateways) - {"Site"}:
                     local_chat(stack.chat_url)
                 else:
                     typer.echo("Prêt. Ctrl-C (ou SIGTERM) pour arrêter.")
@@ -135,7 +138,7 @@ def run(
         typer.echo("Assistant arrêté.")
 
 
-GATEWAY_LOGS = {"Telegram": "telegram.log", "Meta": "meta.log"}
+GATEWAY_LOGS = {"Telegram": "telegram.log", "Meta": "meta.log", "Site": "webchat.log"}
 
 
 def _wait_for_exit(rasa, gateways: dict) -> None:
@@ -162,6 +165,23 @@ def _start_telegram(rasa_url: str, var_dir: Path):
     log_path = var_dir / "logs" / "telegram.log"
     mode = f"webhook {settings.webhook_url}" if settings.webhook_url else "long polling"
     typer.echo(f"Passerelle Telegram démarrée ({mode}) ; journal : {log_path}. Ctrl-C pour arrêter.")
+    return start_process(rasa_url, log_path)
+
+
+def _start_webchat(rasa_url: str, var_dir: Path):
+    """The website chat's server (always, unless ``GUICHET_WEBCHAT_DISABLED=1``): prints the demo's address."""
+    import os
+
+    from bot.channels.webchat.__main__ import start_process
+    from bot.channels.webchat.server import WebchatSettings
+
+    if os.environ.get("GUICHET_WEBCHAT_DISABLED", "") in ("1", "true", "yes"):
+        return None
+    settings = WebchatSettings.from_env()
+    log_path = var_dir / "logs" / "webchat.log"
+    host = "127.0.0.1" if settings.listen in ("0.0.0.0", "::") else settings.listen
+    typer.echo(f"Discussion du site : page de démonstration http://{host}:{settings.port}/chat/demo "
+               f"(script : http://{host}:{settings.port}/chat/guichet-chat.js) ; journal : {log_path}.")
     return start_process(rasa_url, log_path)
 
 

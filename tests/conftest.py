@@ -26,6 +26,18 @@ os.environ["GUICHET_VAR_DIR"] = str(TOWN_DIR)
 os.environ["GUICHET_DATABASE_URL"] = TOWN_DATABASE_URL
 os.environ.pop("GUICHET_SPOOL_DIR", None)
 
+
+def _free_port_now() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# `guichet run` started by tests also starts the website chat: never on the developer's port 8090.
+os.environ["GUICHET_WEBCHAT_PORT"] = str(_free_port_now())
+
 # Property tests draw the same examples on every run (a CI run must not fail by luck); set
 # GUICHET_HYPOTHESIS_RANDOM=1 to explore new ones locally.
 from hypothesis import settings as _hypothesis_settings  # noqa: E402

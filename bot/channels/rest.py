@@ -84,7 +84,7 @@ class BadRequest(Exception):
 
 # Channels whose gateways post here on their citizens' behalf (``input_channel`` in the body):
 # tickets then carry that channel, so staff replies are delivered there.
-GATEWAY_CHANNELS = frozenset({"telegram", "messenger", "instagram", "facebook_comment", "instagram_comment"})
+GATEWAY_CHANNELS = frozenset({"telegram", "messenger", "instagram", "facebook_comment", "instagram_comment", "webchat"})
 
 
 async def tag_outcomes(agent, sender: str, message_id: str, messages: list) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
 import secrets
 import threading
 import time
@@ -74,6 +75,14 @@ LOGIN_ERROR = ("Identifiant ou mot de passe incorrect. Après 5 essais manqués,
 THROTTLED = ("Trop de tentatives de connexion depuis cette adresse. Réessayez dans 15 minutes ; "
              "si besoin, prévenez l'administrateur.")
 PUBLIC_ENDPOINTS = {"login", "favicon"}
+ATTACHMENT = re.compile(r"^\[photo\] /pieces-jointes/([0-9a-f]{24}\.(?:jpg|png|webp))\b")
+ATTACHMENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+
+
+def attachment(text: str | None) -> str | None:
+    """The file name of a photo sent from the website chat ("[photo] /pieces-jointes/<name> ..."), or None."""
+    match = ATTACHMENT.match(text or "")
+    return match.group(1) if match else None
 FAVICON = Path(__file__).with_name("favicon.svg")
 STATS_DAYS = (7, 30, 90, 365)
 ERROR_MESSAGES = {
@@ -132,7 +141,12 @@ def create_app(desk_factory: Callable[[], StaffDesk] | None = None, accounts=Non
         MAX_CONTENT_LENGTH=256 * 1024,
         GUICHET_CLOCK=time.time,
         QUEUE_REFRESH_SECONDS=30,
+        GUICHET_UPLOADS=None,  # where citizens' photos are kept (default: <var dir>/uploads)
     )
+    if app.config["GUICHET_UPLOADS"] is None:
+        from bot.settings import get_settings
+
+        app.config["GUICHET_UPLOADS"] = str(get_settings().var_dir / "uploads")
     app.jinja_env.autoescape = True  # every template, whatever its extension
     app.jinja_env.trim_blocks = True
     app.jinja_env.lstrip_blocks = True
@@ -230,7 +244,7 @@ def _register_helpers(app: Flask) -> None:
 
     app.jinja_env.filters.update(person=person, local_time=local_time, decimal_fr=decimal_fr, duration=duration, percent=percent,
                                  queue_label=queue_label, excerpt=excerpt, platform_link=platform_link,
-                                 delivery_state=delivery_state)
+                                 delivery_state=delivery_state, attachment=attachment)
 
     def comments_nav() -> dict:
         """The navigation's "Commentaires" link: always for the CM, for a head once they have some."""
@@ -341,6 +355,19 @@ def _register_views(app: Flask, state: _State) -> None:
     @app.get("/")
     def index():
         return redirect(url_for("queue"))
+
+    @app.get("/pieces-jointes/<name>")
+    def attachment_file(name: str):
+        """A photo a citizen sent from the website chat (staff only; names are unguessable)."""
+        if not re.fullmatch(r"[0-9a-f]{24}\.(jpg|png|webp)", name):
+            return _error_page(404, "Pièce jointe introuvable.")
+        path = Path(app.config["GUICHET_UPLOADS"]) / "webchat" / name
+        if not path.is_file():
+            return _error_page(404, "Pièce jointe introuvable (effacée ?).")
+        response = Response(path.read_bytes(), mimetype=ATTACHMENT_TYPES[name.rsplit(".", 1)[1]])
+        response.headers["Content-Disposition"] = f'inline; filename="{name}"'
+        response.headers["Cache-Control"] = "private, max-age=3600"
+        return response
 
     @app.route("/login", methods=["GET", "POST"])
     def login():
