@@ -33,7 +33,7 @@ from bot.integrations.reliability import message_id_for
 from bot.models import CLOSED_STATUSES, Outbox, Ticket, utcnow
 from bot.privacy import log_ref
 from bot.tickets import HANDOFF, TicketStore
-from bot.transcript import record_citizen_message
+from bot.transcript import record_bot_message, record_citizen_message
 
 logger = logging.getLogger(__name__)
 
@@ -101,10 +101,13 @@ def technical_problem(desk) -> str:
 class CitizenSide:
     """The platform-independent path of a citizen message: hand-off, assistant, or technical problem."""
 
-    def __init__(self, store: TicketStore, desk, link: AssistantLink):
+    def __init__(self, store: TicketStore, desk, link: AssistantLink, record_apology: bool = False):
+        """``record_apology``: keep the "souci technique" answer in the transcript too (a channel that
+        shows the conversation again from it, like the website chat)."""
         self.store = store
         self.desk = desk
         self.link = link
+        self.record_apology = record_apology
         self._locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
 
     def lock(self, conversation: str) -> asyncio.Lock:
@@ -128,9 +131,18 @@ class CitizenSide:
             return await asyncio.to_thread(self.link.post, conversation, text, client_id, name, metadata, channel)
         except RasaUnavailable as exc:
             logger.warning("Rasa unavailable for %s: %s", log_ref(conversation), exc)
+            message_id = message_id_for(conversation, client_id)
             await asyncio.to_thread(reliability.record_or_spool, self.store, conversation, channel or self.link.channel,
-                                    text, message_id_for(conversation, client_id), None, name)
-            return [{"recipient_id": conversation, "text": technical_problem(self.desk), "outcome": "technical"}]
+                                    text, message_id, None, name)
+            apology = technical_problem(self.desk)
+            if not self.record_apology:
+                return [{"recipient_id": conversation, "text": apology, "outcome": "technical"}]
+            try:
+                await asyncio.to_thread(record_bot_message, self.store, conversation, channel or self.link.channel,
+                                        apology, message_id)
+            except Exception:  # noqa: BLE001 - the database may be down too: the answer matters more
+                logger.warning("could not record the technical-problem answer of %s", log_ref(conversation))
+            return [{"recipient_id": conversation, "text": apology, "outcome": "technical"}]
 
 
 class OutboxPump:
