@@ -663,6 +663,11 @@ def test_guichet_run_serves_meta_when_its_settings_are_present(fake, model_path,
         fake.deliver(url, fake.batch([fake.message_event(user, "la piscine est ouverte le dimanche ?")]))
         fake.wait_for(lambda: any("valbourg.example/piscine" in t for t in fake.texts(user)), 120, "the answer")
         assert process.poll() is None
+        # The website chat's demo page is served too, at the address printed at start.
+        demo = f"http://127.0.0.1:{os.environ['GUICHET_WEBCHAT_PORT']}/chat/demo"
+        assert demo in (tmp_path / "run.log").read_text()
+        page = requests.get(demo, timeout=10)
+        assert page.status_code == 200 and "guichet-chat.js" in page.text
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
