@@ -12,7 +12,9 @@
   and is retried, an ``Undeliverable`` one is given up and shown to the staff.
 - ``HandoffAnnouncements``: new hand-offs and urgent tickets (any channel) not yet announced to
   the CM, claimed atomically so two gateway processes never post one twice.
-- ``split_text``: a long text cut under a platform's limit, at a paragraph, line or word.
+- ``split_text``: a long text cut under a platform's limit, at a paragraph, line or word;
+  ``latest_open_ticket``: where a photo or a detail sent after a report goes;
+  ``start_process``: a gateway as its own process (what ``guichet run`` does).
 """
 from __future__ import annotations
 
@@ -20,8 +22,12 @@ import asyncio
 import collections
 import datetime as dt
 import logging
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -59,6 +65,22 @@ def split_text(text: str, limit: int) -> list[str]:
     if text or not chunks:
         chunks.append(text)
     return chunks
+
+
+def latest_open_ticket(store: TicketStore, conversation: str) -> Ticket | None:
+    """The conversation's newest open ticket that is not a hand-off (a photo or a detail joins it)."""
+    for ticket in store.for_conversation(conversation):
+        if ticket.kind != HANDOFF and ticket.status not in CLOSED_STATUSES:
+            return ticket
+    return None
+
+
+def start_process(module: str, rasa_url: str, log_path: Path, environ: dict | None = None) -> subprocess.Popen:
+    """``python -m <module>`` as its own process, talking to ``rasa_url``, logging to ``log_path``."""
+    env = dict(os.environ if environ is None else environ, GUICHET_RASA_URL=rasa_url)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", module], env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 class AssistantLink:

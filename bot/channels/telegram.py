@@ -51,7 +51,6 @@ import logging
 import os
 import secrets
 import subprocess
-import sys
 import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -77,7 +76,7 @@ from bot import relay
 from bot.accounts import Accounts, Staff
 from bot.channels import gateway as core
 from bot.integrations.reliability import message_id_for
-from bot.models import CLOSED_STATUSES, Outbox, Ticket
+from bot.models import Outbox, Ticket
 from bot.staff import DeskError, StaffDesk
 from bot.tickets import HANDOFF, TicketStore, parse_reference
 from bot.textnorm import command_as_words
@@ -350,7 +349,7 @@ class Gateway:
                 await self._record_during_handoff(handoff, conversation, line, f"telegram-update-{update.update_id}",
                                                   name)
                 return
-            ticket = await asyncio.to_thread(self._latest_open_ticket, conversation)
+            ticket = await asyncio.to_thread(core.latest_open_ticket, self.store, conversation)
             await asyncio.to_thread(self.store.add_message, conversation, CHANNEL, "citizen", line,
                                     ticket_id=ticket.id if ticket else None,
                                     external_id=f"telegram-update-{update.update_id}", author_name=name)
@@ -380,7 +379,7 @@ class Gateway:
         location = f"{place} ({gps})" if place else gps
         async with self.citizens.lock(conversation):
             handoff = await asyncio.to_thread(self.store.open_handoff, conversation)
-            ticket = None if handoff else await asyncio.to_thread(self._latest_open_ticket, conversation)
+            ticket = None if handoff else await asyncio.to_thread(core.latest_open_ticket, self.store, conversation)
             if ticket is not None:
                 await asyncio.to_thread(self.store.update_location, ticket.id, location)
                 await asyncio.to_thread(self.store.add_message, conversation, CHANNEL, "citizen",
@@ -393,11 +392,6 @@ class Gateway:
     async def on_unsupported(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await self.send(update.effective_chat.id, UNSUPPORTED)
 
-    def _latest_open_ticket(self, conversation: str) -> Ticket | None:
-        for ticket in self.store.for_conversation(conversation):
-            if ticket.kind != HANDOFF and ticket.status not in CLOSED_STATUSES:
-                return ticket
-        return None
 
     # --- buttons -------------------------------------------------------------------------------------
     async def on_callback(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -617,11 +611,7 @@ def run(settings: TelegramSettings | None = None) -> None:
 
 def start_process(rasa_url: str, log_path: Path, environ: dict | None = None) -> subprocess.Popen:
     """Start the gateway as its own process (what ``guichet run`` does when a token is configured)."""
-    env = dict(os.environ if environ is None else environ, GUICHET_RASA_URL=rasa_url)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "bot.channels.telegram"], env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
+    return core.start_process("bot.channels.telegram", rasa_url, log_path, environ)
 
 
 if __name__ == "__main__":

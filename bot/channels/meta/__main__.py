@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
+from bot.channels import gateway as core
 from bot.channels.meta.gateway import MetaSettings, build_gateway
 
 logger = logging.getLogger("bot.channels.meta")
@@ -37,11 +36,7 @@ def run() -> None:
 
 def start_process(rasa_url: str, log_path: Path, environ: dict | None = None) -> subprocess.Popen:
     """Start the gateway as its own process (what ``guichet run`` does when its settings are present)."""
-    env = dict(os.environ if environ is None else environ, GUICHET_RASA_URL=rasa_url)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "bot.channels.meta"], env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
+    return core.start_process("bot.channels.meta", rasa_url, log_path, environ)
 
 
 if __name__ == "__main__":

@@ -49,8 +49,8 @@ from bot.channels.meta.webhook import (InboundComment, InboundMessage, parse_del
 from bot.comments import Comments, NewComment, channel_for, platform_of_conversation
 from bot.evaluation import derive_outcome
 from bot.integrations.reliability import message_id_for
-from bot.models import CLOSED_STATUSES, Outbox, Ticket, utcnow
-from bot.tickets import HANDOFF, TicketStore
+from bot.models import Outbox, utcnow
+from bot.tickets import TicketStore
 from bot.transcript import already_recorded
 
 logger = logging.getLogger(__name__)
@@ -287,7 +287,7 @@ class MetaGateway:
 
     async def _photos(self, event: InboundMessage, conversation: str, channel: str, message_id: str | None) -> None:
         handoff = await self.citizens.open_handoff(conversation)
-        ticket = None if handoff else await asyncio.to_thread(self._latest_open_ticket, conversation)
+        ticket = None if handoff else await asyncio.to_thread(core.latest_open_ticket, self.store, conversation)
         for index, url in enumerate(event.images):
             line = f"[photo] {url} {event.text}".strip()
             external = f"{message_id}-photo-{index}" if message_id else None
@@ -302,11 +302,6 @@ class MetaGateway:
             reply = PHOTO_ADDED.format(ref=ticket.reference) if ticket else PHOTO_WAITING
             await self._send_texts(event.platform, event.user_id, [reply])
 
-    def _latest_open_ticket(self, conversation: str) -> Ticket | None:
-        for ticket in self.store.for_conversation(conversation):
-            if ticket.kind != HANDOFF and ticket.status not in CLOSED_STATUSES:
-                return ticket
-        return None
 
     async def _send_texts(self, platform: str, recipient_id: str, texts: list[str], buttons: list[dict] | None = None,
                           messaging_type: str = "RESPONSE", tag: str | None = None) -> None:

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
+from bot.channels import gateway as core
 from bot.channels.webchat.server import WebchatSettings, build_server
 
 logger = logging.getLogger("bot.channels.webchat")
@@ -28,11 +27,7 @@ async def serve(settings: WebchatSettings) -> None:
 
 def start_process(rasa_url: str, log_path: Path, environ: dict | None = None) -> subprocess.Popen:
     """Start the server as its own process (what ``guichet run`` does)."""
-    env = dict(os.environ if environ is None else environ, GUICHET_RASA_URL=rasa_url)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "bot.channels.webchat"], env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
+    return core.start_process("bot.channels.webchat", rasa_url, log_path, environ)
 
 
 if __name__ == "__main__":

@@ -39,8 +39,8 @@ from bot.channels import gateway as core
 from bot.channels.webchat.tokens import VisitorTokens
 from bot.flood import FloodGuard
 from bot.integrations.reliability import message_id_for
-from bot.models import CLOSED_STATUSES, Message, Outbox, Ticket, utcnow
-from bot.tickets import HANDOFF, TicketStore
+from bot.models import Message, Outbox, utcnow
+from bot.tickets import TicketStore
 from bot.transcript import already_recorded
 
 logger = logging.getLogger(__name__)
@@ -336,7 +336,7 @@ class WebchatServer:
         answers: list[dict] = []
         async with self.citizens.lock(conversation):
             handoff = await self.citizens.open_handoff(conversation)
-            ticket = None if handoff else await asyncio.to_thread(self._latest_open_ticket, conversation)
+            ticket = None if handoff else await asyncio.to_thread(core.latest_open_ticket, self.store, conversation)
             if handoff is not None:
                 await self.citizens.record_during_handoff(conversation, line, f"photo-{name}", None)
             else:
@@ -355,11 +355,6 @@ class WebchatServer:
         self.uploads.mkdir(parents=True, exist_ok=True)
         (self.uploads / name).write_bytes(data)
 
-    def _latest_open_ticket(self, conversation: str) -> Ticket | None:
-        for ticket in self.store.for_conversation(conversation):
-            if ticket.kind != HANDOFF and ticket.status not in CLOSED_STATUSES:
-                return ticket
-        return None
 
     def _news(self, conversation: str, after: int) -> list[Outbox]:
         """Staff messages after the cursor (every tab sees them), marked delivered."""
