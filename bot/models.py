@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, Column, Date, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, Column, Date, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import declarative_base, relationship
 
 Base = declarative_base()
@@ -56,6 +56,13 @@ class Ticket(Base):
     satisfaction = Column(String(8))  # "yes" or "no"
     satisfaction_comment = Column(Text)
     satisfaction_at = Column(DateTime)
+    # Where, as understood (bot.places): the citizen's words stay in ``location``.
+    place_label = Column(String(300))  # "12 Rue des Tilleuls", "École Paul-Bert", "près du 14 rue Pasteur"
+    place_kind = Column(String(16))  # address | street | place | corner | pin
+    place_confidence = Column(Float)
+    lat = Column(Float)
+    lon = Column(Float)
+    open311_token = Column(String(64), unique=True)  # GeoReport v2 ``token`` of a request posted there
 
     messages = relationship("Message", back_populates="ticket", order_by="Message.id")
     status_changes = relationship("StatusChange", back_populates="ticket", order_by="StatusChange.id")
@@ -217,3 +224,61 @@ class PublicComment(Base):
     staff_answered_at = Column(DateTime)  # someone of the town answered in its thread
     created_at = Column(DateTime, nullable=False, default=utcnow, index=True)
     handled_at = Column(DateTime)
+
+
+class Address(Base):
+    """One address of the commune, from the Base Adresse Nationale's CSV (bot.places loads it)."""
+
+    __tablename__ = "address"
+
+    id = Column(Integer, primary_key=True)
+    ban_id = Column(String(64), unique=True)
+    number = Column(String(16))  # "12", "" for a street without numbers (lieu-dit)
+    suffix = Column(String(16))  # "bis", "ter", "a"...
+    street = Column(String(200), nullable=False)  # "Rue des Tilleuls"
+    street_key = Column(String(200), nullable=False, index=True)  # normalised for matching: "tilleuls"
+    postcode = Column(String(10))
+    lon = Column(Float, nullable=False)
+    lat = Column(Float, nullable=False)
+
+
+class NamedPlace(Base):
+    """A place citizens name instead of an address: a school, a park, the station..."""
+
+    __tablename__ = "named_place"
+
+    id = Column(Integer, primary_key=True)
+    name = Column(String(200), nullable=False)
+    name_key = Column(String(200), nullable=False, index=True)
+    kind = Column(String(64))
+    number = Column(String(16))
+    street = Column(String(200))
+    lon = Column(Float, nullable=False)
+    lat = Column(Float, nullable=False)
+
+
+class TicketFollower(Base):
+    """A citizen who reported the same problem ("déjà signalé"): hears every status change too."""
+
+    __tablename__ = "ticket_follower"
+
+    id = Column(Integer, primary_key=True)
+    ticket_id = Column(Integer, ForeignKey("ticket.id", ondelete="CASCADE"), nullable=False, index=True)
+    conversation_id = Column(String(255), nullable=False, index=True)
+    channel = Column(String(32), nullable=False)
+    citizen_name = Column(String(200))
+    added_at = Column(DateTime, nullable=False, default=utcnow)
+
+    __table_args__ = (Index("ux_ticket_follower", "ticket_id", "conversation_id", unique=True),)
+
+
+class Open311Key(Base):
+    """An API key allowed to POST to the Open311 GeoReport v2 API (created and revoked with the CLI)."""
+
+    __tablename__ = "open311_key"
+
+    id = Column(Integer, primary_key=True)
+    name = Column(String(100), nullable=False)  # who uses it: "FixMyStreet", "appli mobile"
+    key_hash = Column(String(128), nullable=False, unique=True)  # sha256 of the key: the key itself is shown once
+    created_at = Column(DateTime, nullable=False, default=utcnow)
+    revoked_at = Column(DateTime)

@@ -20,6 +20,10 @@ class Service:
     email: str
     needs_location: bool | str  # True, False, or "vehicles"
     target_hours: float
+    # "Déjà signalé": an open ticket of this service within this radius (metres; 0: no check) and
+    # created in the last ``duplicate_days`` days is the same problem (FixMyStreet's default: 250 m).
+    duplicate_radius_m: float = 250.0
+    duplicate_days: int = 30
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,8 @@ class Profile:
     cm_email: str
     source: Path = field(compare=False)
     cm_target_hours: float = 4.0  # the CM queue's first-response target, in staff hours
+    addresses_file: Path | None = None  # the commune's addresses, Base Adresse Nationale CSV layout
+    places_file: Path | None = None  # named places: nom;type;numero;nom_voie;lon;lat
 
     def service(self, slug: str) -> Service:
         if slug not in self.services:
@@ -124,6 +130,8 @@ def parse_profile(data: dict[str, Any], source: Path) -> Profile:
                 email=s.get("email", ""),
                 needs_location=s.get("needs_location", False),
                 target_hours=float(s.get("target_hours", 16)),
+                duplicate_radius_m=float(s.get("duplicate_radius_m", 250)),
+                duplicate_days=int(s.get("duplicate_days", 30)),
             )
             for slug, s in data["services"].items()
         }
@@ -155,7 +163,17 @@ def parse_profile(data: dict[str, Any], source: Path) -> Profile:
         cm_email=cm.get("email", ""),
         source=source,
         cm_target_hours=float(cm.get("target_hours", 4)),
+        addresses_file=_relative(source, (data.get("geography") or {}).get("addresses")),
+        places_file=_relative(source, (data.get("geography") or {}).get("places")),
     )
+
+
+def _relative(source: Path, value: str | None) -> Path | None:
+    """A path of the profile, relative to the profile file's folder."""
+    if not value:
+        return None
+    path = Path(value)
+    return path if path.is_absolute() else (Path(source).parent / path).resolve()
 
 
 @lru_cache(maxsize=8)

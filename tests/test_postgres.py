@@ -30,7 +30,7 @@ CM_B = Staff("dominique", "Dominique", "cm")
 HEAD_VOIRIE = Staff("yann", "Yann", "head", "voirie")
 HEAD_SPORT = Staff("lea", "Léa", "head", "sport_culture")
 TABLES = {"ticket", "message", "status_change", "staff_user", "outbox", "notice", "answer_version",
-          "meta_contact", "public_comment"}
+          "meta_contact", "public_comment", "address", "named_place", "ticket_follower", "open311_key"}
 
 
 def new(conversation="conv-1", source="msg-1", **overrides) -> NewTicket:
