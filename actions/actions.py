@@ -239,7 +239,10 @@ class ActionSmalltalk(GuichetAction):
     def handle(self, assistant, dispatcher, tracker, now):
         intent = latest_intent(tracker) or "greet"
         # "oui" / "non" / "merci" just after the satisfaction question answers it.
-        reply = assistant.satisfaction_answer(conversation_for(tracker), intent, latest_text(tracker), now)
+        conversation = conversation_for(tracker)
+        reply = (assistant.satisfaction_answer(conversation, intent, latest_text(tracker), now)
+                 # "non, c'est un autre problème" just after « déjà signalé »: a ticket of their own
+                 or assistant.another_problem(conversation, intent, now))
         say(dispatcher, reply or assistant.smalltalk(intent, now))
         return [ActiveLoop(None)] + reset_ticket_slots() if tracker.active_loop_name else []
 

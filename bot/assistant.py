@@ -7,12 +7,14 @@ table. Every reply carries its outcome tag so evaluation reads what the assistan
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
 import logging
 
 from bot import events, satisfaction
+from bot.followers import Followers
 from bot.answers import Answers, FaqAnswer
 from bot.hours import StaffHours
 from bot.kinds import COMPLAINT, HANDOFF, settle_kind
@@ -24,6 +26,8 @@ from bot.replies import Replies
 from bot.routing import CM_QUEUE, needs_location, service_for_intent, service_from_keywords
 from bot.settings import get_settings
 from bot.tickets import NewTicket, TicketStore
+
+GPS_PIN = re.compile(r"point GPS (-?\d{1,3}\.\d+), (-?\d{1,3}\.\d+)")  # how the gateways write a shared pin
 
 HANDOFF_REASONS = (
     "human_request", "insult", "threat", "press", "legal", "person_complaint", "personal_data", "complaint",
@@ -204,14 +208,39 @@ class Assistant:
     def ask_detail(self, now: dt.datetime) -> Reply:
         return Reply([self._say("ask_detail", now)], "ask_detail")
 
-    def create_ticket(self, draft: TicketDraft, conversation: Conversation, now: dt.datetime) -> Reply:
+    def understand_place(self, text: str | None):
+        """The place of a report as the town's address file knows it (``bot.places``), or None."""
+        if not text:
+            return None
+        try:
+            from bot import places
+
+            if not places.loaded(self.store):
+                return None
+            pin = GPS_PIN.search(text)
+            if pin:
+                return places.nearest(self.store, float(pin.group(1)), float(pin.group(2)))
+            return places.match(self.store, text)
+        except Exception as exc:  # noqa: BLE001 - a place not understood stays as the citizen's words
+            logger.warning("place not understood: %s", type(exc).__name__)
+            return None
+
+    def create_ticket(self, draft: TicketDraft, conversation: Conversation, now: dt.datetime,
+                      check_duplicate: bool = True) -> Reply:
         queue = draft.service or CM_QUEUE
         summary = draft.description or (draft.location or "")
+        place = self.understand_place(draft.location or draft.description) if queue != CM_QUEUE else None
+        if place is not None and check_duplicate and draft.kind == "report":
+            duplicate = Followers(self.store, self.profile).duplicate_of(queue, place.lat, place.lon, conversation.id, now)
+            if duplicate is not None:
+                return self.follow_duplicate(duplicate[0], draft, conversation, now)
         ticket, created = self.store.create(NewTicket(
             kind=draft.kind, queue=queue, conversation_id=conversation.id, channel=conversation.channel,
             summary=summary[:2000], location=draft.location, citizen_name=conversation.citizen_name,
             source_message_id=conversation.message_id,
         ), now=now)
+        if created and place is not None:
+            ticket = self.store.set_place(ticket.id, place.label, place.kind, place.confidence, place.lat, place.lon)
         if created:
             events.emit("ticket_created", ticket=ticket)
         if queue == CM_QUEUE:
@@ -224,6 +253,34 @@ class Assistant:
         outcome = f"ticket:{queue}" if queue != CM_QUEUE else "ticket:unrouted"
         notices = self._notices(now, service=queue) if queue != CM_QUEUE else []
         return Reply([f"{head} {tail}"] + notices, outcome, ticket=ticket)
+
+    def follow_duplicate(self, ticket: Ticket, draft: TicketDraft, conversation: Conversation,
+                         now: dt.datetime) -> Reply:
+        """« Déjà signalé »: the citizen follows the open ticket of the same problem; their words join it."""
+        Followers(self.store).follow(ticket.id, conversation.id, conversation.channel, conversation.citizen_name)
+        words = draft.description or draft.location or ""
+        if draft.location and draft.location not in words:
+            words = f"{words} — {draft.location}"
+        self.store.add_message(conversation.id, conversation.channel, "citizen", f"[déjà signalé] {words}"[:2000],
+                               ticket_id=ticket.id, author_name=conversation.citizen_name)
+        text = self._say("ticket_created.duplicate", now, **self._ticket_words(ticket))
+        return Reply([text], f"ticket:{ticket.queue}", ticket=ticket)
+
+    def another_problem(self, conversation: Conversation, intent: str, now: dt.datetime) -> Reply | None:
+        """"Non, c'est un autre problème" just after « déjà signalé »: a ticket of their own after all."""
+        if intent != "deny":
+            return None
+        followers = Followers(self.store)
+        follow = followers.latest_follow(conversation.id, dt.timedelta(minutes=30), now)
+        if follow is None:
+            return None
+        followed = self.store.get(follow.ticket_id)
+        followers.leave(follow.id)
+        lines = [m.text for m in self.store.transcript(followed.id)
+                 if m.conversation_id == conversation.id and m.text.startswith("[déjà signalé] ")]
+        words = lines[-1].removeprefix("[déjà signalé] ") if lines else followed.summary
+        draft = TicketDraft(service=followed.queue, kind="report", description=words, location=words)
+        return self.create_ticket(draft, conversation, now, check_duplicate=False)
 
     def add_to_recent_ticket(self, conversation: Conversation, text: str, now: dt.datetime,
                              service: str | None = None, detail: bool = False,

@@ -102,6 +102,13 @@ class Evaluator:
         self.store = store
         self.semaphore = asyncio.Semaphore(concurrency)
 
+    def _tickets_of(self, sender: str) -> list:
+        """The conversation's tickets, and those it follows: « déjà signalé » keeps ``ticket:<service>``."""
+        from bot.followers import Followers
+
+        own = self.store.for_conversation(sender)
+        return own + [t for t in Followers(self.store).followed_by(sender) if t.id not in {o.id for o in own}]
+
     async def run_case(self, case: Case) -> CaseResult:
         from rasa.core.channels.channel import CollectingOutputChannel, UserMessage
 
@@ -116,7 +123,7 @@ class Evaluator:
         bot_events = [e for e in tracker.events if e.type_name == "bot"]
         replies = [e.text or "" for e in bot_events]
         tags = [(e.metadata or {}).get("outcome") for e in bot_events]
-        tickets = await asyncio.to_thread(self.store.for_conversation, sender)
+        tickets = await asyncio.to_thread(self._tickets_of, sender)
         outcome, kind, urgent = derive_outcome(tickets, tags)
         return check(case, outcome, kind, urgent, replies)
 

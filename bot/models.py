@@ -268,6 +268,7 @@ class TicketFollower(Base):
     channel = Column(String(32), nullable=False)
     citizen_name = Column(String(200))
     added_at = Column(DateTime, nullable=False, default=utcnow)
+    left_at = Column(DateTime)  # the citizen said it was another problem (or staff split them out)
 
     __table_args__ = (Index("ux_ticket_follower", "ticket_id", "conversation_id", unique=True),)
 

@@ -2,7 +2,6 @@
 
 Every operation takes the acting ``Staff`` and checks it may: the CM sees every ticket, a service
 head only the tickets of their own service (anything else is "not found", revealing nothing).
-Citizens hear back through the relay; every status change goes into the audit trail.
 
 Public comments (``bot.comments``) follow the same rule: the CM sees them all, a service head those
 whose ticket is routed to their service. A public reply is visible to everyone: it never carries
@@ -21,8 +20,10 @@ import yaml
 from sqlalchemy import exists, func, select, update
 
 from bot import events, relay, satisfaction
+from bot.followers import Followers
 from bot.accounts import Staff
 from bot.comments import NEEDS_STAFF, TREATMENTS, Comments, channel_for
+from bot.followers import Followers
 from bot.hours import StaffHours
 from bot.models import (
     CLOSED_STATUSES,
@@ -41,7 +42,7 @@ from bot.replies import Replies
 from bot.routing import CM_QUEUE
 from bot.settings import PROJECT_ROOT
 from bot.textnorm import clean_citizen_text
-from bot.tickets import HANDOFF, TicketStore, parse_reference
+from bot.tickets import HANDOFF, NewTicket, TicketStore, parse_reference
 
 logger = logging.getLogger(__name__)
 CANNED_ANSWERS = PROJECT_ROOT / "canned_answers.fr.yml"
@@ -601,6 +602,35 @@ class StaffDesk:
         text = self.replies.render(f"staff_notice.{status}", **context)
         self._mark_first_response(ticket.id)
         relay.send_to_citizen(self.store, ticket.conversation_id, ticket.channel, text, ticket.id)
+        # « Déjà signalé »: every follower hears it too, on their own channel.
+        for follower in Followers(self.store).of_ticket(ticket.id):
+            relay.send_to_citizen(self.store, follower.conversation_id, follower.channel, text, ticket.id)
+        if status == "duplicate" and ticket.duplicate_of_id:  # a merge: the citizens follow the original now
+            Followers(self.store).move(ticket, self.store.get(ticket.duplicate_of_id))
+
+    def followers(self, staff: Staff, reference: str) -> list:
+        """The citizens following this ticket (« déjà signalé »), oldest first."""
+        return Followers(self.store).of_ticket(self.ticket(staff, reference).id)
+
+    def split_follower(self, staff: Staff, reference: str, follower_id: int) -> Ticket:
+        """A follower's report was another problem after all: a ticket of its own, same service."""
+        ticket = self.ticket(staff, reference)
+        follower = next((f for f in Followers(self.store).of_ticket(ticket.id) if f.id == follower_id), None)
+        if follower is None:
+            raise DeskError("Ce citoyen ne suit pas (ou plus) ce ticket.")
+        words = [m.text.removeprefix("[déjà signalé] ") for m in self.store.transcript(ticket.id)
+                 if m.conversation_id == follower.conversation_id and m.author == "citizen"]
+        new, _ = self.store.create(NewTicket(kind=ticket.kind, queue=ticket.queue, conversation_id=follower.conversation_id,
+                                             channel=follower.channel, summary=(words[-1] if words else ticket.summary)[:2000],
+                                             location=words[-1][:300] if words else ticket.location,
+                                             citizen_name=follower.citizen_name))
+        Followers(self.store).leave(follower.id)
+        self.store.set_status(new.id, "new", staff.username, note=f"séparé de {ticket.reference} par {staff.username}")
+        relay.send_to_citizen(self.store, follower.conversation_id, follower.channel, self.replies.render(
+            "staff_notice.split", ref=new.reference, original=ticket.reference,
+            service=self.profile.service(ticket.queue).name if ticket.queue in self.profile.services else self.profile.cm_team),
+            new.id)
+        return self.store.get(new.id)
 
     def _resume(self, ticket: Ticket) -> None:
         if self.store.open_handoff(ticket.conversation_id) is not None:

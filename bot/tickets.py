@@ -203,6 +203,10 @@ class TicketStore:
         """
         parsed = parse_reference(text)
         own = self.for_conversation(conversation_id, limit=50)
+        from bot.followers import Followers  # the tickets this citizen follows ("déjà signalé") are theirs too
+
+        followed = [t for t in Followers(self, None).followed_by(conversation_id) if t.id not in {o.id for o in own}]
+        own = sorted(own + followed, key=lambda t: t.id, reverse=True)
         if parsed is None:
             return None, own[:3]
         year, number = parsed
@@ -283,6 +287,15 @@ class TicketStore:
     def append_summary(self, ticket_id: int, text: str) -> Ticket:
         text = storable(text) or ""
         return self._amend(ticket_id, lambda ticket: setattr(ticket, "summary", f"{ticket.summary}\n{text}"))
+
+    def set_place(self, ticket_id: int, label: str, kind: str, confidence: float, lat: float | None,
+                  lon: float | None) -> Ticket:
+        """The place as understood (``bot.places``); the citizen's own words stay in ``location``."""
+        def place(ticket: Ticket) -> None:
+            ticket.place_label, ticket.place_kind = label[:300], kind
+            ticket.place_confidence, ticket.lat, ticket.lon = confidence, lat, lon
+
+        return self._amend(ticket_id, place)
 
     def update_location(self, ticket_id: int, location: str) -> Ticket:
         location = storable(location) or ""

@@ -55,6 +55,7 @@ def upgrade() -> None:
         sa.Column("channel", sa.String(32), nullable=False),
         sa.Column("citizen_name", sa.String(200), nullable=True),
         sa.Column("added_at", sa.DateTime(), nullable=False),
+        sa.Column("left_at", sa.DateTime(), nullable=True),
     )
     op.create_index("ix_ticket_follower_ticket_id", "ticket_follower", ["ticket_id"])
     op.create_index("ix_ticket_follower_conversation_id", "ticket_follower", ["conversation_id"])
