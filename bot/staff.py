@@ -111,6 +111,7 @@ class QueueItem:
     latest_message: str | None = None
     holder: str | None = None  # who took it, as people know them: "Camille (CM)"
     sent_back: str | None = None  # for a ticket a service sent back: which service, and why
+    followers: int = 0  # « déjà signalé »: other citizens following it
 
     @property
     def waiting_label(self) -> str:
@@ -217,9 +218,11 @@ class StaffDesk:
             messages = self._first_and_latest_citizen_messages(session, ids)
             sent_back = self._sent_back(session, [t.id for t in tickets if t.status == "not_ours"])
             holders = self._holder_names(session, {t.assigned_to for t in tickets if t.assigned_to})
+        followers = Followers(self.store).count(ids)
         return [QueueItem(t, self.hours.staff_time_between(t.created_at.replace(tzinfo=dt.timezone.utc), now),
                           self.reason(t), *messages.get(t.id, (None, None)),
-                          holders.get(t.assigned_to) if t.assigned_to else None, sent_back.get(t.id))
+                          holders.get(t.assigned_to) if t.assigned_to else None, sent_back.get(t.id),
+                          followers.get(t.id, 0))
                 for t in tickets]
 
     @staticmethod

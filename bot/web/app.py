@@ -417,6 +417,7 @@ def _register_views(app: Flask, state: _State) -> None:
     def queue():
         items, include_closed, signature = _queue_items()
         return render_template("queue.html", items=items, include_closed=include_closed, signature=signature,
+                               town_map=_town_map([item.ticket for item in items if item.ticket.is_open]),
                                refresh=app.config["QUEUE_REFRESH_SECONDS"],
                                cards_url=url_for("queue_cards", tous=1) if include_closed else url_for("queue_cards"),
                                now=dt.datetime.now(dt.timezone.utc))
@@ -444,6 +445,12 @@ def _register_views(app: Flask, state: _State) -> None:
     @app.get("/tickets/<reference>")
     def ticket(reference: str):
         return _render_ticket(_load(reference))
+
+    @app.post("/tickets/<reference>/suiveurs/<int:follower_id>/separer")
+    def ticket_split_follower(reference: str, follower_id: int):
+        ticket = _load(reference)
+        return _act(ticket.reference, lambda: _desk().split_follower(g.staff, ticket.reference, follower_id),
+                    "Ce citoyen a maintenant son propre ticket, et il en est informé.", "suiveurs")
 
     @app.post("/tickets/<reference>/take")
     def ticket_take(reference: str):
@@ -703,6 +710,7 @@ def _render_ticket(ticket, drafts: dict | None = None):
             draft = answer["text"]
     duplicate_of = desk.store.get(ticket.duplicate_of_id).reference if ticket.duplicate_of_id else None
     comments = desk.ticket_comments(g.staff, ticket.reference)
+    neighbours = [item.ticket for item in desk.queue(g.staff) if item.ticket.queue == ticket.queue and item.ticket.is_open]
     return render_template(
         "ticket.html", ticket=ticket, reason=desk.reason(ticket),
         transcript=desk.transcript(g.staff, ticket.reference), audit=desk.audit(g.staff, ticket.reference),
@@ -716,7 +724,19 @@ def _render_ticket(ticket, drafts: dict | None = None):
         today=desk.hours.local(dt.datetime.now(dt.timezone.utc)).date().isoformat(),
         signature=g.staff.signature(desk.profile), holder=desk.holder_name(ticket.assigned_to),
         comments=comments, undelivered=desk.undelivered(g.staff, ticket.reference), drafts=drafts or {},
+        followers=desk.followers(g.staff, ticket.reference),
+        town_map=_town_map(neighbours, ticket) if ticket.lat is not None else None,
     )
+
+
+def _town_map(tickets, selected=None):
+    """The plan of the town with these tickets (bot.town_map), ready for the page; None without addresses."""
+    from markupsafe import Markup
+
+    from bot import town_map
+
+    svg = town_map.render(_desk().store, tickets, selected, link=lambda reference: url_for("ticket", reference=reference))
+    return {"svg": Markup(svg), "legend": town_map.legend()} if svg else None
 
 
 def _register_comments(app: Flask) -> None:
@@ -813,7 +833,7 @@ def _load(reference: str):
         abort(404)
 
 
-TICKET_SECTIONS = ("repondre", "note", "orienter", "statut", "cloturer")
+TICKET_SECTIONS = ("repondre", "note", "orienter", "statut", "cloturer", "suiveurs")
 COMMENTS_SHOWN = 200  # the newest ones; older comments are on the platform itself
 EMERGENCY_LABELS = {"samu": "SAMU", "police": "police", "pompiers": "pompiers", "europe": "urgences (Europe)",
                     "violences_femmes": "violences femmes info", "enfance_en_danger": "enfance en danger",
