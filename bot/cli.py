@@ -34,6 +34,12 @@ app.add_typer(comments_app, name="comments")
 notices_app = typer.Typer(help="Avis à la population : ajoutés aux réponses de l'assistant pendant leurs dates.",
                           no_args_is_help=True)
 app.add_typer(notices_app, name="notices")
+places_app = typer.Typer(help="Adresses et lieux de la commune (Base Adresse Nationale) : charger, essayer.",
+                         no_args_is_help=True)
+app.add_typer(places_app, name="places")
+open311_app = typer.Typer(help="API Open311 GeoReport v2 : clés des applications qui déposent des signalements.",
+                          no_args_is_help=True)
+app.add_typer(open311_app, name="open311")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -115,6 +121,7 @@ def run(
         with stop_on_signals(), running_stack(model_path, settings.database_url, settings.var_dir,
                                               settings.action_port, settings.rasa_port, settings.rasa_token) as stack:
             typer.echo(f"Serveur Rasa : {stack.rasa_url} (canal REST : {stack.chat_url})")
+            load_places_if_missing(settings.database_url)
             try:
                 webchat = _start_webchat(stack.rasa_url, settings.var_dir)
                 for name, start in (("Telegram", _start_telegram), ("Meta", _start_meta)):
@@ -123,7 +130,10 @@ def run(
                         gateways[name] = process
                 if webchat is not None:
                     gateways["Site"] = webchat
-                if chat and not set(gateways) - {"Site"}:
+                open311 = _start_open311(stack.rasa_url, settings.var_dir)
+                if open311 is not None:
+                    gateways["Open311"] = open311
+                if chat and not set(gateways) - {"Site", "Open311"}:
                     local_chat(stack.chat_url)
                 else:
                     typer.echo("Prêt. Ctrl-C (ou SIGTERM) pour arrêter.")
@@ -138,7 +148,7 @@ def run(
         typer.echo("Assistant arrêté.")
 
 
-GATEWAY_LOGS = {"Telegram": "telegram.log", "Meta": "meta.log", "Site": "webchat.log"}
+GATEWAY_LOGS = {"Telegram": "telegram.log", "Meta": "meta.log", "Site": "webchat.log", "Open311": "open311.log"}
 
 
 def _wait_for_exit(rasa, gateways: dict) -> None:
@@ -183,6 +193,20 @@ def _start_webchat(rasa_url: str, var_dir: Path):
     typer.echo(f"Discussion du site : page de démonstration http://{host}:{settings.port}/chat/demo "
                f"(script : http://{host}:{settings.port}/chat/guichet-chat.js) ; journal : {log_path}.")
     return start_process(rasa_url, log_path)
+
+
+def _start_open311(rasa_url: str, var_dir: Path):
+    """The Open311 GeoReport v2 API (always, unless ``GUICHET_OPEN311_DISABLED=1``)."""
+    import os
+
+    from bot.channels.gateway import start_process
+
+    if os.environ.get("GUICHET_OPEN311_DISABLED", "") in ("1", "true", "yes"):
+        return None
+    port = os.environ.get("GUICHET_OPEN311_PORT") or "8091"
+    log_path = var_dir / "logs" / "open311.log"
+    typer.echo(f"API Open311 (GeoReport v2) : http://127.0.0.1:{port}/open311/v2/services.xml ; journal : {log_path}.")
+    return start_process("bot.open311", rasa_url, log_path)
 
 
 def _start_meta(rasa_url: str, var_dir: Path):
@@ -864,3 +888,101 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# --- places (bot.places) --------------------------------------------------------------------------------
+@places_app.command("load")
+def places_load(
+    addresses: Optional[Path] = typer.Option(None, help="Fichier d'adresses BAN (défaut : celui du profil)."),
+    named: Optional[Path] = typer.Option(None, "--places", help="Fichier des lieux nommés (défaut : celui du profil)."),
+) -> None:
+    """Charge (ou recharge) les adresses et les lieux de la commune dans la base."""
+    import time
+
+    from bot import places
+    from bot.profile import load_profile
+
+    profile = load_profile()
+    addresses = addresses or profile.addresses_file
+    named = named or profile.places_file
+    if addresses is None:
+        _fail("Aucun fichier d'adresses : indiquez --addresses FICHIER.csv ou la section « geography » du profil.")
+    started = time.monotonic()
+    try:
+        report = places.load(_store(), addresses, named)
+    except places.PlacesError as exc:
+        _fail(str(exc))
+    for line in report.lines():
+        typer.echo(line)
+    typer.echo(f"Chargé en {time.monotonic() - started:.1f} s.")
+
+
+@places_app.command("match")
+def places_match(text: str = typer.Argument(..., help="Un lieu écrit comme un habitant l'écrirait.")) -> None:
+    """Montre ce que l'assistant comprend d'un lieu (« en face du 8 av Foch »)."""
+    from bot import places
+
+    store = _store()
+    if not places.loaded(store):
+        _fail("Les adresses ne sont pas chargées : lancez d'abord `guichet places load`.")
+    found = places.match(store, text)
+    if found is None:
+        typer.echo("Pas un lieu reconnu : le texte de l'habitant est gardé tel quel.")
+        return
+    typer.echo(f"{found.label} ({found.kind}, confiance {found.confidence:.0%}) — {found.lat:.6f}, {found.lon:.6f}")
+
+
+def load_places_if_missing(database_url: str) -> None:
+    """At start: the commune's addresses are loaded once, when the profile names a file and the table is empty."""
+    from bot import places
+    from bot.profile import load_profile
+    from bot.tickets import TicketStore
+
+    profile = load_profile()
+    store = TicketStore(database_url)
+    if profile.addresses_file is None or places.loaded(store):
+        return
+    try:
+        report = places.load(store, profile.addresses_file, profile.places_file)
+    except places.PlacesError as exc:
+        typer.secho(f"Adresses non chargées : {exc}", fg=typer.colors.YELLOW, err=True)
+        return
+    typer.echo("Adresses de la commune chargées : " + report.lines()[0])
+
+
+# --- Open311 keys (bot.open311) ---------------------------------------------------------------------------
+@open311_app.command("key-create")
+def open311_key_create(name: str = typer.Argument(..., help="Qui l'utilise : « FixMyStreet », « appli mobile »…")) -> None:
+    """Crée une clé d'API pour déposer des signalements (affichée une seule fois)."""
+    from bot import open311
+
+    name = name.strip()
+    if not name or len(name) > 100:
+        _fail("Donnez un nom à la clé (100 caractères au plus).")
+    key = open311.create_key(_store(), name)
+    typer.echo(f"Clé créée pour « {name} » (notez-la, elle ne sera plus affichée) :\n{key}")
+
+
+@open311_app.command("key-list")
+def open311_key_list() -> None:
+    """Les clés d'API, actives et révoquées."""
+    from bot import open311
+
+    keys = open311.list_keys(_store())
+    if not keys:
+        typer.echo("Aucune clé. Créez-en une : guichet open311 key-create \"FixMyStreet\"")
+    for key in keys:
+        state = f"révoquée le {key.revoked_at:%d/%m/%Y}" if key.revoked_at else "active"
+        typer.echo(f"{key.id}\t{key.name}\tcréée le {key.created_at:%d/%m/%Y}\t{state}")
+
+
+@open311_app.command("key-revoke")
+def open311_key_revoke(key_id: int = typer.Argument(..., help="Le numéro de la clé (guichet open311 key-list).")) -> None:
+    """Révoque une clé : ses prochains dépôts sont refusés (403)."""
+    from bot import open311
+
+    store = _store()
+    if key_id not in {key.id for key in open311.list_keys(store)}:
+        _fail(f"Aucune clé n° {key_id} : voyez `guichet open311 key-list`.")
+    open311.revoke_key(store, key_id)
+    typer.echo(f"Clé n° {key_id} révoquée.")

@@ -17,6 +17,11 @@ from bot.tickets import TicketStore
 
 logger = logging.getLogger(__name__)
 Deliverer = Callable[[Outbox], None]  # raises on failure; the message stays pending
+# Channels with no inbox to write to: the citizen follows their report where they posted it.
+UNREACHABLE_CHANNELS = {
+    "open311": ("Signalement déposé par l'API Open311 (FixMyStreet ou une autre application) : le citoyen y suit "
+                "les changements de statut, mais un message écrit ne lui parvient pas."),
+}
 _deliverers: dict[str, Deliverer] = {}
 
 
@@ -37,6 +42,9 @@ def send_to_citizen(store: TicketStore, conversation_id: str, channel: str, text
                       buttons=json.dumps(buttons, ensure_ascii=False) if buttons else None, surface=surface)
         session.add(item)
         session.commit()
+    if channel in UNREACHABLE_CHANNELS:  # said plainly to the staff, never left pending
+        mark_failed(store, item.id, UNREACHABLE_CHANNELS[channel])
+        return item
     deliver(store, item)
     return item
 

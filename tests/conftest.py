@@ -37,6 +37,7 @@ def _free_port_now() -> int:
 
 # `guichet run` started by tests also starts the website chat: never on the developer's port 8090.
 os.environ["GUICHET_WEBCHAT_PORT"] = str(_free_port_now())
+os.environ["GUICHET_OPEN311_PORT"] = str(_free_port_now())
 
 # Property tests draw the same examples on every run (a CI run must not fail by luck); set
 # GUICHET_HYPOTHESIS_RANDOM=1 to explore new ones locally.
