@@ -119,13 +119,13 @@ def render(store: TicketStore, tickets: list[Ticket], selected: Ticket | None = 
         name = (f'<text x="{x + 16}" y="{y + 5}" font-size="13" font-weight="bold" font-family="sans-serif" '
                 f'fill="#111" stroke="#fff" stroke-width="3" paint-order="stroke">{escape(ticket.reference)}</text>'
                 if chosen else "")
-        dots.append(f'<a href="{escape(link(ticket.reference))}">{ring}<circle cx="{x}" cy="{y}" '
+        dots.append(f'<a href="{escape(link(ticket.reference))}" aria-label="{escape(title)}">{ring}<circle cx="{x}" cy="{y}" '
                     f'r="{8 if chosen else 6}" fill="{colour}" stroke="#fff" stroke-width="2">'
                     f'<title>{escape(title)}</title></circle>{name}</a>')
     described = (f"{len(shown)} ticket(s) ouvert(s) placés sur le plan"
                  + (f", dont {selected.reference} (entouré)" if selected is not None and selected.lat is not None else ""))
     return (f'<svg xmlns="http://www.w3.org/2000/svg" class="town-map" viewBox="0 0 {WIDTH} {projection.height}" '
-            f'role="img" aria-labelledby="map-title map-desc">'
+            f'role="group" aria-labelledby="map-title" aria-describedby="map-desc">'
             f'<title id="map-title">Plan de la commune et tickets ouverts</title><desc id="map-desc">{escape(described)}</desc>'
             f'<rect width="100%" height="100%" fill="#f4f6f8"/>{streets}{"".join(dots)}</svg>')
 

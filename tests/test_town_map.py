@@ -42,7 +42,7 @@ def town(store, assistant):
 
 def test_the_plan_has_the_streets_the_tickets_and_the_selected_one(store, town):
     svg = town_map.render(store, town.tickets, town.tickets[0])
-    assert svg.startswith("<svg") and 'role="img"' in svg and "Plan de la commune" in svg
+    assert svg.startswith("<svg") and 'role="group"' in svg and "Plan de la commune" in svg
     assert svg.count("<polyline") > 20  # the streets of the address file
     assert len(re.findall(r'<circle cx="[\d.]+" cy="[\d.]+" r="[68]"', svg)) == 3
     assert svg.count('r="13"') == 1 and town.tickets[0].reference in svg  # the selected one, ringed and named

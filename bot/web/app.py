@@ -450,7 +450,7 @@ def _register_views(app: Flask, state: _State) -> None:
     def ticket_split_follower(reference: str, follower_id: int):
         ticket = _load(reference)
         return _act(ticket.reference, lambda: _desk().split_follower(g.staff, ticket.reference, follower_id),
-                    "Ce citoyen a maintenant son propre ticket, et il en est informé.", "suiveurs")
+                    "Ce citoyen a maintenant son propre ticket, et il en est informé.")
 
     @app.post("/tickets/<reference>/take")
     def ticket_take(reference: str):
