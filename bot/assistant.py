@@ -252,7 +252,8 @@ class Assistant:
                          now)
         outcome = f"ticket:{queue}" if queue != CM_QUEUE else "ticket:unrouted"
         notices = self._notices(now, service=queue) if queue != CM_QUEUE else []
-        return Reply([f"{head} {tail}"] + notices, outcome, ticket=ticket)
+        understood = [self._say("ticket_created.place", now, place=place.label)] if place is not None else []
+        return Reply([f"{head} {tail}"] + understood + notices, outcome, ticket=ticket)
 
     def follow_duplicate(self, ticket: Ticket, draft: TicketDraft, conversation: Conversation,
                          now: dt.datetime) -> Reply:
