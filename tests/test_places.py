@@ -12,7 +12,7 @@ import yaml
 from bot import places
 from bot.models import Address, NamedPlace
 
-CASES = Path(__file__).resolve().parent / "cases" / "places.yml"
+CASES = Path(__file__).resolve().parent / "data" / "places.yml"  # not a conversation set: kept out of tests/cases
 HEADER = ("id;id_fantoir;numero;rep;nom_voie;code_postal;code_insee;nom_commune;code_insee_ancienne_commune;"
           "nom_ancienne_commune;x;y;lon;lat;type_position;alias;nom_ld;libelle_acheminement;nom_afnor;"
           "source_position;source_nom_voie;certification_commune;cad_parcelles")
