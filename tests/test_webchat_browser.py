@@ -235,9 +235,10 @@ def test_axe_finds_no_wcag_violation_on_the_widget_and_the_demo(town, browser_js
             screenshot(driver, f"webchat-{name}-closed-{label}", size)
             css(driver, ".gc-launcher")[0].click()
             assert wait_for(lambda: css(driver, ".gc-privacy")[0].is_displayed(), timeout=20, step=0.2)
+            time.sleep(0.8)  # the panel's opening transition is over: colours are the final ones
             found[f"{name} open (privacy) {label}"] = axe_violations(driver)
             css(driver, ".gc-privacy button")[0].click()
-            time.sleep(0.5)
+            time.sleep(0.8)
             found[f"{name} open {label}"] = axe_violations(driver)
             screenshot(driver, f"webchat-{name}-open-{label}", size)
     assert {k: v for k, v in found.items() if v} == {}
