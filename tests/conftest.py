@@ -354,3 +354,20 @@ def pg_stack(model_path, tmp_path_factory, restartable_postgres):
     with running_stack(model_path, restartable_postgres.url, var_dir) as running:
         running.postgres = restartable_postgres
         yield running
+
+
+def staff_web_client(desk, username: str, password: str):
+    """The staff web (Flask test client) logged in as ``username``; returns (client, csrf token)."""
+    from bot.accounts import Accounts
+    from bot.web import create_app
+
+    app = create_app(desk_factory=lambda: desk, accounts=Accounts(desk.store, desk.profile), secret_key="clé de test",
+                     session_minutes=60)
+    app.config["TESTING"] = True
+    client = app.test_client()
+    client.get("/login")
+    with client.session_transaction() as session:
+        token = session["csrf_token"]
+    client.post("/login", data={"username": username, "password": password, "csrf_token": token})
+    with client.session_transaction() as session:
+        return client, session["csrf_token"]  # a new session (and token) after login

@@ -384,18 +384,9 @@ def _handoff(fake, meta, tickets, user: str, hours_ago: float):
 
 
 def _reply_from_the_web(desk, ticket, text: str):
-    from bot.web import create_app
+    from conftest import staff_web_client
 
-    app = create_app(desk_factory=lambda: desk, accounts=Accounts(desk.store, desk.profile), secret_key="clé de test",
-                     session_minutes=60)
-    app.config["TESTING"] = True
-    client = app.test_client()
-    client.get("/login")
-    with client.session_transaction() as session:
-        token = session["csrf_token"]
-    client.post("/login", data={"username": "camille", "password": PASSWORD, "csrf_token": token})
-    with client.session_transaction() as session:
-        token = session["csrf_token"]  # a new session after login
+    client, token = staff_web_client(desk, "camille", PASSWORD)
     response = client.post(f"/tickets/{ticket.reference}/reply",
                            data={"csrf_token": token, "message": text, "canned": "", "action": "send"})
     assert response.status_code in (302, 303), response.status_code

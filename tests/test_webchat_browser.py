@@ -100,19 +100,9 @@ def send(driver, text: str) -> None:
 
 
 def reply_from_the_staff_web(town, reference: str, text: str) -> None:
-    from bot.accounts import Accounts
-    from bot.web import create_app
+    from conftest import staff_web_client
 
-    app = create_app(desk_factory=lambda: town.desk, accounts=Accounts(town.store, town.profile), secret_key="clé de test",
-                     session_minutes=60)
-    app.config["TESTING"] = True
-    client = app.test_client()
-    client.get("/login")
-    with client.session_transaction() as session:
-        token = session["csrf_token"]
-    client.post("/login", data={"username": "camille", "password": PASSWORD, "csrf_token": token})
-    with client.session_transaction() as session:
-        token = session["csrf_token"]
+    client, token = staff_web_client(town.desk, "camille", PASSWORD)
     client.post(f"/tickets/{reference}/take", data={"csrf_token": token})
     response = client.post(f"/tickets/{reference}/reply", data={"csrf_token": token, "message": text, "canned": "",
                                                                "action": "send"})
