@@ -19,8 +19,9 @@ from typing import Any
 
 import yaml
 
+from bot.outcomes import derive_outcome, tickets_of  # noqa: F401 - derive_outcome is part of this module's API
+
 DEFAULT_AT = "2026-11-24T10:00:00"  # a Tuesday morning, inside staff hours (Europe/Paris)
-OUTCOME_PRIORITY = ("decline", "status", "faq", "out_of_scope", "smalltalk")
 
 
 @dataclass
@@ -62,25 +63,6 @@ def load_cases(path: Path) -> list[Case]:
     return cases
 
 
-def derive_outcome(tickets: list, reply_outcomes: list[str | None]) -> tuple[str, str | None, bool]:
-    """Outcome from side effects: a hand-off ticket, else one service ticket, else the replies' tags."""
-    handoffs = [t for t in tickets if t.kind == "handoff"]
-    if handoffs:
-        return "handoff", "handoff", any(t.urgent for t in handoffs)
-    if tickets:
-        queues = sorted({t.queue for t in tickets})
-        if len(tickets) > 1:
-            return f"tickets:{'+'.join(queues)}", tickets[0].kind, False
-        queue = tickets[0].queue
-        return ("ticket:unrouted" if queue == "cm" else f"ticket:{queue}"), tickets[0].kind, False
-    tags = [tag for tag in reply_outcomes if tag and not tag.startswith(("ticket", "handoff"))]
-    for family in OUTCOME_PRIORITY:
-        matching = [tag for tag in tags if tag.split(":")[0] == family]
-        if matching:
-            return matching[-1], None, False
-    return "none", None, False
-
-
 def check(case: Case, outcome: str, kind: str | None, urgent: bool, replies: list[str]) -> CaseResult:
     problems = []
     if outcome != case.expect:
@@ -103,11 +85,7 @@ class Evaluator:
         self.semaphore = asyncio.Semaphore(concurrency)
 
     def _tickets_of(self, sender: str) -> list:
-        """The conversation's tickets, and those it follows: « déjà signalé » keeps ``ticket:<service>``."""
-        from bot.followers import Followers
-
-        own = self.store.for_conversation(sender)
-        return own + [t for t in Followers(self.store).followed_by(sender) if t.id not in {o.id for o in own}]
+        return tickets_of(self.store, sender)
 
     async def run_case(self, case: Case) -> CaseResult:
         from rasa.core.channels.channel import CollectingOutputChannel, UserMessage

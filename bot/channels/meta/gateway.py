@@ -47,7 +47,7 @@ from bot.channels.meta.graph import GraphClient, GraphError
 from bot.channels.meta.webhook import (InboundComment, InboundMessage, parse_delivery, signature_valid,
                                        verify_subscription)
 from bot.comments import Comments, NewComment, channel_for, platform_of_conversation
-from bot.evaluation import derive_outcome
+from bot.outcomes import derive_outcome, tickets_of
 from bot.integrations.reliability import message_id_for
 from bot.models import Outbox, utcnow
 from bot.tickets import TicketStore
@@ -337,7 +337,7 @@ class MetaGateway:
         conversation, channel = row.conversation_id, channel_for(event.platform)
         answers = await self.citizens.ask(conversation, event.text, f"comment-{event.comment_id}", event.author_name,
                                           {"outcomes": True, "surface": "public_comment"}, channel)
-        tickets = await asyncio.to_thread(self._tickets_of, conversation)
+        tickets = await asyncio.to_thread(tickets_of, self.store, conversation)
         outcome, _, _ = derive_outcome(tickets, [a.get("outcome") for a in answers])
         since = utcnow() - dt.timedelta(hours=1)
         limited = (await asyncio.to_thread(self.comments.bot_public_replies_since, event.post_id, since)
@@ -350,13 +350,6 @@ class MetaGateway:
             await self._private_reply(row.id, event, conversation, tickets, decision.private_texts)
         if decision.public_text:
             await self._public_reply(row.id, event, decision.public_text, tickets)
-
-    def _tickets_of(self, conversation: str) -> list:
-        """The comment conversation's tickets and those it follows (« déjà signalé »), newest first."""
-        from bot.followers import Followers
-
-        own = self.store.for_conversation(conversation)
-        return own + [t for t in Followers(self.store).followed_by(conversation) if t.id not in {o.id for o in own}]
 
     def _say(self, key: str, **context) -> str:
         ticket = context.pop("ticket", None)
