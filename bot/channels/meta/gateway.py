@@ -39,7 +39,9 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 from aiohttp import web
+from sqlalchemy import select
 
+from bot import relay
 from bot.channels import gateway as core
 from bot.channels.meta.comments import decide
 from bot.channels.meta.contacts import Contacts, Unreachable
@@ -49,7 +51,7 @@ from bot.channels.meta.webhook import (InboundComment, InboundMessage, parse_del
 from bot.comments import Comments, NewComment, channel_for, platform_of_conversation
 from bot.outcomes import derive_outcome, tickets_of
 from bot.integrations.reliability import message_id_for
-from bot.models import Outbox, utcnow
+from bot.models import Outbox, PublicComment, utcnow
 from bot.tickets import TicketStore
 from bot.transcript import already_recorded
 
@@ -360,9 +362,6 @@ class MetaGateway:
                                         **context)
 
     def _is_bot_reply(self, comment_id: str) -> bool:
-        from sqlalchemy import select
-
-        from bot.models import PublicComment
         with self.store.session() as session:
             return session.execute(select(PublicComment.id).where(PublicComment.public_reply_id == comment_id)
                                    .limit(1)).first() is not None
@@ -421,8 +420,6 @@ class MetaGateway:
                 await asyncio.to_thread(self.contacts.private_reply_sent, item.conversation_id, route.platform,
                                         route.comment_id, str(result.get("recipient_id") or "") or None)
                 return
-            from bot import relay
-
             await self._send_texts(route.platform, route.recipient_id, [item.text], relay.buttons_of(item),
                                    route.messaging_type, route.tag)
         except GraphError as exc:
