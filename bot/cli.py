@@ -123,16 +123,13 @@ def run(
             typer.echo(f"Serveur Rasa : {stack.rasa_url} (canal REST : {stack.chat_url})")
             load_places_if_missing(settings.database_url)
             try:
-                webchat = _start_webchat(stack.rasa_url, settings.var_dir)
-                for name, start in (("Telegram", _start_telegram), ("Meta", _start_meta)):
+                # Each process is registered as soon as it runs: a later one failing to start (bad
+                # settings) still stops the earlier ones in the ``finally`` below.
+                for name, start in (("Site", _start_webchat), ("Telegram", _start_telegram), ("Meta", _start_meta),
+                                    ("Open311", _start_open311)):
                     process = start(stack.rasa_url, settings.var_dir)
                     if process is not None:
                         gateways[name] = process
-                if webchat is not None:
-                    gateways["Site"] = webchat
-                open311 = _start_open311(stack.rasa_url, settings.var_dir)
-                if open311 is not None:
-                    gateways["Open311"] = open311
                 if chat and not set(gateways) - {"Site", "Open311"}:
                     local_chat(stack.chat_url)
                 else:

@@ -371,3 +371,19 @@ def staff_web_client(desk, username: str, password: str):
     client.post("/login", data={"username": username, "password": password, "csrf_token": token})
     with client.session_transaction() as session:
         return client, session["csrf_token"]  # a new session (and token) after login
+
+
+def cli_runner(env: dict):
+    """``run(*args, code=0)``: the ``guichet`` command in-process with ``env``, its exit code checked."""
+    from typer.testing import CliRunner
+
+    from bot.cli import app as cli_app
+
+    runner = CliRunner()
+
+    def run(*args, code=0):
+        result = runner.invoke(cli_app, [str(a) for a in args], env=env)
+        assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+        assert result.exit_code == code, result.output
+        return result
+    return run

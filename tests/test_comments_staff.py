@@ -11,7 +11,6 @@ from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import select
-from typer.testing import CliRunner
 
 from bot import relay
 from bot.comments import Comments, NewComment, conversation_for
@@ -22,7 +21,6 @@ from test_web import (  # noqa: F401 - fixtures
     PASSWORD, accounts, app, client, csrf, desk, login, page, post, resumed, shown, visible,
 )
 
-runner = CliRunner()
 XSS = "<script>alert(1)</script>"
 
 
@@ -311,17 +309,10 @@ def test_the_ticket_page_says_which_messages_did_not_reach_the_citizen(client, d
 
 @pytest.fixture
 def guichet(store, accounts, database_url, tmp_path):
-    from bot.cli import app as cli_app
+    from conftest import cli_runner
 
-    env = {"GUICHET_DATABASE_URL": database_url, "GUICHET_VAR_DIR": str(tmp_path),
-           "GUICHET_RASA_URL": "http://127.0.0.1:9"}
-
-    def run(*args, code=0):
-        result = runner.invoke(cli_app, [str(a) for a in args], env=env)
-        assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-        assert result.exit_code == code, result.output
-        return result
-    return run
+    return cli_runner({"GUICHET_DATABASE_URL": database_url, "GUICHET_VAR_DIR": str(tmp_path),
+                       "GUICHET_RASA_URL": "http://127.0.0.1:9"})
 
 
 def test_comments_from_the_command_line(guichet, store, town):

@@ -428,13 +428,18 @@ def test_handoff_answered_after_8_days_is_shown_as_unreachable(fake, meta, ticke
     assert "plus de 7 jours" in page
 
 
-@pytest.mark.slow
-def test_graph_errors_are_retried_or_shown(fake, meta, tickets):
+def greeted(fake, meta) -> tuple[str, str]:
+    """A Messenger user who just said hello (their 24-hour window is open): (PSID, conversation)."""
     user = psid()
-    conversation = f"messenger-{user}"
     fake.deliver(meta.url, fake.batch([fake.message_event(user, "bonjour")]))
     fake.wait_for(lambda: fake.texts(user), 60, "the greeting")
     meta.run(meta.idle())
+    return user, f"messenger-{user}"
+
+
+@pytest.mark.slow
+def test_graph_errors_are_retried_or_shown(fake, meta, tickets):
+    user, conversation = greeted(fake, meta)
     fake.fail_next("rate_limit", times=2, path_contains="messages")
     relay.send_to_citizen(tickets, conversation, "messenger", "Votre dossier avance.")
     fake.wait_for(lambda: "Votre dossier avance." in fake.texts(user), 30, "the message after the rate limit")
@@ -596,11 +601,7 @@ def test_an_instagram_question_comment_is_answered_under_it(fake, meta, tickets)
 
 @pytest.mark.slow
 def test_buttons_become_quick_replies_and_their_press_goes_back_as_the_payload(fake, meta, tickets):
-    user = psid()
-    conversation = f"messenger-{user}"
-    fake.deliver(meta.url, fake.batch([fake.message_event(user, "bonjour")]))
-    fake.wait_for(lambda: fake.texts(user), 60, "the greeting")
-    meta.run(meta.idle())
+    user, conversation = greeted(fake, meta)
     relay.send_to_citizen(tickets, conversation, "messenger", "Êtes-vous satisfait(e) de la réponse ?",
                           buttons=[{"title": "Oui 👍", "payload": "oui merci"}, {"title": "Non 👎", "payload": "non"}])
     fake.wait_for(lambda: any(c["json"]["message"].get("quick_replies") for c in fake.messages(user)), 30,

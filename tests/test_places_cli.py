@@ -4,26 +4,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from bot import open311, places
 
-runner = CliRunner()
 REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared" / "reference"
 
 
 @pytest.fixture
 def guichet(store, database_url, tmp_path):
-    from bot.cli import app as cli_app
+    from conftest import cli_runner
 
-    env = {"GUICHET_DATABASE_URL": database_url, "GUICHET_VAR_DIR": str(tmp_path), "GUICHET_RASA_URL": "http://127.0.0.1:9"}
-
-    def run(*args, code=0):
-        result = runner.invoke(cli_app, [str(a) for a in args], env=env)
-        assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-        assert result.exit_code == code, result.output
-        return result
-    return run
+    return cli_runner({"GUICHET_DATABASE_URL": database_url, "GUICHET_VAR_DIR": str(tmp_path),
+                       "GUICHET_RASA_URL": "http://127.0.0.1:9"})
 
 
 def test_places_load_and_match(guichet, store, tmp_path):
