@@ -4,7 +4,7 @@ GUICHET := .venv/bin/guichet
 export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: setup train run test test-deps eval eval-heldout stories nlu-report bench soak lock clean
+.PHONY: setup train run test test-deps eval eval-heldout stories nlu-report bench soak data-bench lock clean
 
 setup:
 	@bash scripts/setup.sh
@@ -43,6 +43,11 @@ bench: setup
 # counts checked in the database (README "Reliability"); about 20 minutes on 2 cores.
 soak: train
 	@$(PY) -m bot.soak --messages 5000 --conversations 300 --json var/soak.json
+
+# Costs as the data grows (README "Costs as the data grows"): a large town's year in a throw-away
+# PostgreSQL, then a tenth of it; staff pages, privacy commands, a citizen message. About 20 minutes.
+data-bench: train
+	@$(PY) -m bot.data_bench --scale 1.0 --also 0.1 --json var/data-bench.json
 
 lock:
 	@.venv/bin/uv pip compile pyproject.toml --extra test --python .venv/bin/python -o requirements.lock --quiet --no-header
