@@ -15,6 +15,10 @@ Settings (environment, all optional): ``GUICHET_FLOOD_PER_MINUTE`` (sustained ra
 ``GUICHET_FLOOD_BURST`` (messages allowed at once, default 10), ``GUICHET_FLOOD_DISABLED=1``.
 Thread-safe (one lock, no blocking call inside) so it works from threads and from an event loop.
 No Rasa imports: the REST channel and the Telegram gateway both use it.
+
+Several servers (``GUICHET_REDIS_URL``, ``bot.shared_state``): the buckets live in Redis, one Lua
+script a message, so a flood is counted once whichever server each message reaches. ``name``
+keeps the guards apart (the REST channel's conversations, the website chat's addresses...).
 """
 from __future__ import annotations
 
@@ -22,7 +26,12 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+from bot import shared_state
+
+if TYPE_CHECKING:
+    from bot.shared_state import RedisState
 
 DEFAULT_PER_MINUTE = 20.0
 DEFAULT_BURST = 10
@@ -47,7 +56,9 @@ class FloodGuard:
 
     def __init__(self, per_minute: float = DEFAULT_PER_MINUTE, burst: int = DEFAULT_BURST,
                  enabled: bool = True, clock: Callable[[], float] = time.monotonic,
-                 max_conversations: int = MAX_CONVERSATIONS):
+                 max_conversations: int = MAX_CONVERSATIONS, name: str = "conversation",
+                 shared: "RedisState | None | bool" = True):
+        """``shared=True``: the Redis store when ``GUICHET_REDIS_URL`` is set; False: this process only."""
         if per_minute <= 0 or burst < 1:
             raise ValueError("per_minute must be > 0 and burst >= 1")
         self.per_minute = float(per_minute)
@@ -58,9 +69,13 @@ class FloodGuard:
         self._max = max_conversations
         self._buckets: dict[str, _Bucket] = {}
         self._lock = threading.Lock()
+        self.name = name
+        if shared is True:
+            shared = shared_state.shared() if clock is time.monotonic else None
+        self._shared = shared or None
 
     @classmethod
-    def from_env(cls, environ: dict | None = None) -> "FloodGuard":
+    def from_env(cls, environ: dict | None = None, name: str = "conversation") -> "FloodGuard":
         env = os.environ if environ is None else environ
 
         def number(name: str, default: float) -> float:
@@ -72,7 +87,7 @@ class FloodGuard:
 
         return cls(per_minute=number("GUICHET_FLOOD_PER_MINUTE", DEFAULT_PER_MINUTE),
                    burst=max(1, int(number("GUICHET_FLOOD_BURST", DEFAULT_BURST))),
-                   enabled=env.get("GUICHET_FLOOD_DISABLED", "") not in ("1", "true", "yes"))
+                   enabled=env.get("GUICHET_FLOOD_DISABLED", "") not in ("1", "true", "yes"), name=name)
 
     # --- the API ----------------------------------------------------------------------------------
     def check(self, conversation_id: str) -> FloodDecision:
@@ -92,6 +107,10 @@ class FloodGuard:
     def _take(self, conversation_id: str, mark_notice: bool) -> FloodDecision:
         if not self.enabled:
             return FloodDecision(True)
+        if self._shared is not None:
+            allowed, notify = self._shared.take_token(self._bucket(conversation_id), self._rate, self.burst,
+                                                      mark_notice)
+            return FloodDecision(allowed, notify and not allowed)
         with self._lock:
             now = self._clock()
             bucket = self._refilled(conversation_id, now)
@@ -106,21 +125,32 @@ class FloodGuard:
 
     def notice_sent(self, conversation_id: str) -> bool:
         """Whether the slow-down notice was already given in the current over-the-limit episode."""
+        if self._shared is not None:
+            return self._shared.notice_sent(self._bucket(conversation_id))
         with self._lock:
             bucket = self._buckets.get(conversation_id)
             return bool(bucket and bucket.notified)
 
     def mark_notice_sent(self, conversation_id: str) -> None:
         """For callers using ``allow``: remember the notice was sent (until a message is allowed again)."""
+        if self._shared is not None:
+            self._shared.mark_notice(self._bucket(conversation_id))
+            return
         with self._lock:
             self._refilled(conversation_id, self._clock()).notified = True
 
     def reset(self, conversation_id: str | None = None) -> None:
+        if self._shared is not None:
+            self._shared.forget(self._bucket(conversation_id) if conversation_id is not None else f"{self.name}:")
+            return
         with self._lock:
             if conversation_id is None:
                 self._buckets.clear()
             else:
                 self._buckets.pop(conversation_id, None)
+
+    def _bucket(self, conversation_id: str) -> str:
+        return f"{self.name}:{conversation_id}"
 
     # --- internals (lock held) ----------------------------------------------------------------------
     def _refilled(self, conversation_id: str, now: float) -> _Bucket:

@@ -278,7 +278,7 @@ def flood_guard_from_env(environ: dict | None = None) -> FloodGuard:
         return value if value > 0 and math.isfinite(value) else default
 
     return FloodGuard(per_minute=number("GUICHET_OPEN311_PER_MINUTE", DEFAULT_PER_MINUTE),
-                      burst=max(1, int(number("GUICHET_OPEN311_BURST", DEFAULT_BURST))))
+                      burst=max(1, int(number("GUICHET_OPEN311_BURST", DEFAULT_BURST))), name="open311-address")
 
 
 class Open311Api:

@@ -5,7 +5,7 @@
 # nothing, quietly, when everything is already there.
 set -euo pipefail
 
-PACKAGES=(postgresql chromium chromium-driver)
+PACKAGES=(postgresql chromium chromium-driver redis-server nginx)
 command -v npm >/dev/null 2>&1 || PACKAGES+=(nodejs npm)  # axe-core, below
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 

@@ -387,3 +387,20 @@ def cli_runner(env: dict):
         assert result.exit_code == code, result.output
         return result
     return run
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A real Redis server (Debian's redis-server) on a free loopback port, for the whole session."""
+    from bot.local_services import MissingProgram, start_redis
+    from bot.stack import stop
+
+    port = _free_port()
+    try:
+        process = start_redis(port, tmp_path_factory.mktemp("redis"))
+    except MissingProgram as error:
+        pytest.fail(f"{error} (`bash scripts/test-deps.sh` installs it)", pytrace=False)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        stop(process)

@@ -17,7 +17,10 @@ answers with a JSON list of messages, like Rasa's REST channel, but:
   one polite slow-down notice; the extra messages are recorded but not sent to the assistant;
 - ``message_id`` (optional, chosen by the client) makes a retry idempotent: the same message
   posted again (after a timeout) waits for / returns the first answer instead of being handled
-  twice, and never opens a second ticket.
+  twice, and never opens a second ticket. With several Rasa servers (``GUICHET_REDIS_URL``) the
+  answers and the "being handled" markers are in Redis (``bot.shared_state``): a retry that the
+  proxy sends to another server gets the same answer; if the first server died half-way, the
+  retry is handled again (the ticket's ``source_message_id`` keeps it to one ticket).
 
 ``GET /webhooks/guichet/outbox?sender=ID`` returns (once) the messages staff sent to that
 conversation: replies from the CM or a service, status news. The local chat polls it.
@@ -40,7 +43,7 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot import db, relay
+from bot import db, relay, shared_state
 from bot.flood import FloodGuard
 from bot.integrations import reliability
 from bot.integrations.reliability import message_id_for
@@ -55,6 +58,7 @@ MAX_METADATA = 10_000  # characters of JSON
 RESULT_TTL = 600  # seconds an answer is kept for a retried message id
 RESULT_CACHE = 20_000
 RETRY_WAIT = 120  # seconds a retry waits for the first attempt's answer
+INFLIGHT_TTL = 15  # seconds a "being handled" marker lives in Redis unless its server renews it
 
 
 def allowed_payloads(domain_path: Path | None = None) -> frozenset[str]:
@@ -173,11 +177,44 @@ class GuichetRestInput(RestInput):
         blueprint = Blueprint(f"custom_webhook_{type(self).__name__}", __name__)
         store = TicketStore(get_settings().database_url)
         texts = reliability.channel_texts()
-        guard = FloodGuard.from_env()
+        guard = FloodGuard.from_env(name="rest")
         allowed = allowed_payloads()
         inflight: dict[str, asyncio.Future] = {}
         results: "collections.OrderedDict[str, tuple[float, list]]" = collections.OrderedDict()
         channel = self.name()
+        shared = shared_state.shared()
+        server_id = f"{uuid.uuid4().hex[:12]}"
+
+        async def answered_elsewhere(message_id: str) -> Optional[list]:
+            """Another server handles this message: its answer, once there (None if that server gave up)."""
+            deadline = time.monotonic() + RETRY_WAIT
+            while time.monotonic() < deadline:
+                cached = await asyncio.to_thread(shared.recall, f"answer:{message_id}")
+                if cached is not None:
+                    return cached
+                if await asyncio.to_thread(shared.holder, f"inflight:{message_id}") is None:
+                    return await asyncio.to_thread(shared.recall, f"answer:{message_id}")
+                await asyncio.sleep(0.2)
+            return [say("", "channel.in_progress")]
+
+        async def answer_or_claim(sender: str, message_id: str) -> Optional[list]:
+            """The answer another server gave (or is giving) this message, or None once we hold it."""
+            cached = await asyncio.to_thread(shared.recall, f"answer:{message_id}")
+            if cached is not None:
+                return cached
+            while not await asyncio.to_thread(shared.claim, f"inflight:{message_id}", server_id, INFLIGHT_TTL):
+                elsewhere = await answered_elsewhere(message_id)
+                if elsewhere is not None:
+                    for item in elsewhere:
+                        item["recipient_id"] = item.get("recipient_id") or sender
+                    return elsewhere
+            return None
+
+        async def keep_claim(message_id: str) -> None:
+            while True:
+                await asyncio.sleep(INFLIGHT_TTL / 3)
+                await asyncio.to_thread(shared.redis.pexpire, f"{shared_state.PREFIX}inflight:{message_id}",
+                                        INFLIGHT_TTL * 1000)
 
         def say(sender: str, key: str) -> dict:
             return {"recipient_id": sender, "text": texts.render(key)}
@@ -301,6 +338,19 @@ class GuichetRestInput(RestInput):
                     return response.json(await asyncio.wait_for(asyncio.shield(inflight[message_id]), RETRY_WAIT))
                 except (Exception, asyncio.CancelledError):  # noqa: BLE001 - still running: nothing is lost
                     return response.json([say(sender, "channel.in_progress")])
+            renewing = None
+            if shared is not None and client_id is not None:
+                try:
+                    earlier = await answer_or_claim(sender, message_id)
+                except Exception as exc:  # noqa: BLE001 - Redis down: handled here, as on one server
+                    logger.warning("shared state unreachable (%s): message of %s handled without it",
+                                   type(exc).__name__, sender)
+                    earlier = None
+                else:
+                    if earlier is None:
+                        renewing = asyncio.ensure_future(keep_claim(message_id))
+                if earlier is not None:
+                    return response.json(earlier)
             future = asyncio.get_running_loop().create_future()
             inflight[message_id] = future
             try:
@@ -317,6 +367,15 @@ class GuichetRestInput(RestInput):
                 inflight.pop(message_id, None)
                 if not future.done():
                     future.cancel()
+                if renewing is not None:
+                    renewing.cancel()
+                    try:
+                        if future.done() and not future.cancelled():
+                            await asyncio.to_thread(shared.remember, f"answer:{message_id}", future.result(),
+                                                    RESULT_TTL)
+                        await asyncio.to_thread(shared.release, f"inflight:{message_id}")
+                    except Exception as exc:  # noqa: BLE001 - the marker expires by itself
+                        logger.warning("could not share the answer of %s: %s", sender, type(exc).__name__)
             if client_id is not None:
                 remember(message_id, messages)
             return response.json(messages)

@@ -159,7 +159,20 @@ def create_app(desk_factory: Callable[[], StaffDesk] | None = None, accounts=Non
     _register_answers(app)
     _register_comments(app)
     _register_errors(app)
+    proxies = _trusted_proxies()
+    if proxies:  # behind nginx (``guichet stack``): the client's address, for the login limits
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
     return app
+
+
+def _trusted_proxies() -> int:
+    """``GUICHET_WEB_TRUSTED_PROXIES``: how many reverse proxies stand before the staff web (0: none)."""
+    try:
+        return max(0, int(os.environ.get("GUICHET_WEB_TRUSTED_PROXIES", "0") or 0))
+    except ValueError:
+        return 0
 
 
 def serve(host: str = "127.0.0.1", port: int = 8080, app: Flask | None = None) -> None:
@@ -710,7 +723,10 @@ def _render_ticket(ticket, drafts: dict | None = None):
             draft = answer["text"]
     duplicate_of = desk.store.get(ticket.duplicate_of_id).reference if ticket.duplicate_of_id else None
     comments = desk.ticket_comments(g.staff, ticket.reference)
-    neighbours = [item.ticket for item in desk.queue(g.staff) if item.ticket.queue == ticket.queue and item.ticket.is_open]
+    town_map = None
+    if ticket.lat is not None:  # the open tickets of the queue around it (the tickets alone, not the queue's cards)
+        neighbours = [t for t in desk.queue_tickets(g.staff) if t.queue == ticket.queue and t.is_open]
+        town_map = _town_map(neighbours, ticket)
     return render_template(
         "ticket.html", ticket=ticket, reason=desk.reason(ticket),
         transcript=desk.transcript(g.staff, ticket.reference), audit=desk.audit(g.staff, ticket.reference),
@@ -725,7 +741,7 @@ def _render_ticket(ticket, drafts: dict | None = None):
         signature=g.staff.signature(desk.profile), holder=desk.holder_name(ticket.assigned_to),
         comments=comments, undelivered=desk.undelivered(g.staff, ticket.reference), drafts=drafts or {},
         followers=desk.followers(g.staff, ticket.reference),
-        town_map=_town_map(neighbours, ticket) if ticket.lat is not None else None,
+        town_map=town_map,
     )
 
 

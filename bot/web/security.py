@@ -111,16 +111,23 @@ class LoginThrottle:
     from that address is refused until the oldest failure leaves the window (whatever the account:
     one address cannot try many accounts). The per-account lock (``bot.accounts``) is kept as well.
 
-    In memory, per process: the staff interface runs as one threaded process. Behind a reverse
-    proxy every client has the proxy's address: configure the proxy to pass the client's address
-    (and wrap the app in werkzeug's ``ProxyFix``) or set a higher limit.
+    In this process's memory, or in Redis when ``GUICHET_REDIS_URL`` is set (``bot.shared_state``):
+    then every staff web process counts the same failures, so running several of them behind the
+    proxy gives an attacker no more tries. Behind a reverse proxy every client has the proxy's
+    address: the proxy passes the client's (``X-Forwarded-For``, trusted with
+    ``GUICHET_WEB_TRUSTED_PROXIES``) or set a higher limit.
     """
 
-    def __init__(self, limit: int = 20, window: float = 15 * 60):
+    def __init__(self, limit: int = 20, window: float = 15 * 60, shared: "object | None | bool" = True):
         self.limit = limit
         self.window = window
         self._failures: dict[str, deque] = {}
         self._lock = threading.Lock()
+        if shared is True:
+            from bot import shared_state
+
+            shared = shared_state.shared()
+        self._shared = shared or None
 
     def _recent(self, address: str, now: float) -> deque:
         failures = self._failures.get(address)
@@ -133,10 +140,15 @@ class LoginThrottle:
         return failures
 
     def blocked(self, address: str, now: float) -> bool:
+        if self._shared is not None:
+            return self._shared.failures(f"login:{address}", self.window) >= self.limit
         with self._lock:
             return len(self._recent(address, now)) >= self.limit
 
     def failed(self, address: str, now: float) -> None:
+        if self._shared is not None:
+            self._shared.failures(f"login:{address}", self.window, record=True)
+            return
         with self._lock:
             self._recent(address, now)
             self._failures.setdefault(address, deque()).append(now)

@@ -119,8 +119,9 @@ class WebchatServer:
         self.uploads = Path(var_dir) / "uploads" / "webchat"
         self.citizens = core.CitizenSide(store, desk, core.AssistantLink(rasa_url, CHANNEL, rasa_timeout),
                                          record_apology=True)
-        self.per_address = FloodGuard(per_minute=settings.ip_per_minute, burst=settings.ip_burst)
-        self.sessions = FloodGuard(per_minute=10, burst=20)
+        self.per_address = FloodGuard(per_minute=settings.ip_per_minute, burst=settings.ip_burst,
+                                      name="webchat-address")
+        self.sessions = FloodGuard(per_minute=10, burst=20, name="webchat-visitor")
         self._runner: web.AppRunner | None = None
         self.own_origins: set[str] = set()
 
