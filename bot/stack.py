@@ -43,7 +43,10 @@ def tracker_store_config(database_url: str) -> dict:
     return config
 
 
-def write_endpoints(path: Path, action_port: int, database_url: str, persist_tracker: bool = True) -> Path:
+def write_endpoints(path: Path, action_port: int, database_url: str, persist_tracker: bool = True,
+                    redis_url: str | None = None) -> Path:
+    """Rasa's endpoints.yml. ``redis_url``: several Rasa servers share their conversation locks there
+    (``bot.integrations.lock_store``; ``action_port`` is then the proxy's, before the action servers)."""
     endpoints = {
         "action_endpoint": {"url": f"http://127.0.0.1:{action_port}/webhook"},
         # The transcript broker + Rasa speed-ups measured by `guichet bench` (README "Speed").
@@ -51,6 +54,8 @@ def write_endpoints(path: Path, action_port: int, database_url: str, persist_tra
     }
     if persist_tracker:
         endpoints["tracker_store"] = tracker_store_config(database_url)
+    if redis_url:
+        endpoints["lock_store"] = {"type": "bot.integrations.lock_store.SharedLockStore", "url": redis_url}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(endpoints, sort_keys=False), encoding="utf-8")
     return path

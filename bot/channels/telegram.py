@@ -50,6 +50,7 @@ import hashlib
 import logging
 import os
 import secrets
+import signal
 import subprocess
 import warnings
 from collections.abc import Awaitable, Callable
@@ -76,6 +77,7 @@ from bot import relay
 from bot.accounts import Accounts, Staff
 from bot.channels import gateway as core
 from bot.integrations.reliability import message_id_for
+from bot.leadership import Leadership
 from bot.models import Outbox, Ticket
 from bot.staff import DeskError, StaffDesk
 from bot.tickets import HANDOFF, TicketStore, parse_reference
@@ -604,9 +606,18 @@ def run(settings: TelegramSettings | None = None) -> None:
     application = build_application(settings.token, get_settings().rasa_url, desk.store, desk,
                                      base_url=settings.base_url, cm_chat=settings.cm_chat,
                                      staff_users=settings.staff_users)
+    # Telegram gives a bot's updates to one reader: with several copies (several servers), one is
+    # active and the others stand by; a copy that loses its hold stops (its supervisor restarts it).
+    leadership = Leadership("passerelle Telegram")
+    if not leadership.wait_until_active(say=lambda text: logger.info("%s", text)):
+        return
+    leadership.keep(on_lost=lambda: os.kill(os.getpid(), signal.SIGTERM))
     logger.info("Telegram gateway: %s mode, Rasa at %s", "webhook" if settings.webhook_url else "polling",
                 get_settings().rasa_url)
-    serve(application, settings)
+    try:
+        serve(application, settings)
+    finally:
+        leadership.resign()
 
 
 def start_process(rasa_url: str, log_path: Path, environ: dict | None = None) -> subprocess.Popen:
