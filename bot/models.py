@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 
 from sqlalchemy import Boolean, Column, Date, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import text as sql_text  # "text" is also a column name below
 from sqlalchemy.orm import declarative_base, relationship
 
 Base = declarative_base()
@@ -12,6 +13,12 @@ KINDS = ("report", "request", "complaint", "handoff")
 STATUSES = ("new", "acknowledged", "in_progress", "scheduled", "resolved", "not_ours", "duplicate", "closed")
 CLOSED_STATUSES = ("resolved", "duplicate", "closed")
 AUTHORS = ("citizen", "bot", "staff", "system")
+REDACTED = "[effacé]"  # what bot.privacy leaves of an anonymised text (its MARKER)
+# Predicates of the partial indexes, written as the queries write them (PostgreSQL uses a partial
+# index only when the query's conditions are these).
+OPEN_TICKET = "status NOT IN (" + ", ".join(f"'{status}'" for status in CLOSED_STATUSES) + ")"
+NOT_ANONYMISED = "anonymised_at IS NULL"
+UNLINKED_NOT_REDACTED = f"ticket_id IS NULL AND text <> '{REDACTED}'"
 
 
 def utcnow() -> dt.datetime:
@@ -67,6 +74,16 @@ class Ticket(Base):
     messages = relationship("Message", back_populates="ticket", order_by="Message.id")
     status_changes = relationship("StatusChange", back_populates="ticket", order_by="StatusChange.id")
 
+    # For a large year (bot.data_bench; migration 0011). Partial indexes hold only what is still to
+    # do, so their size, and the queries that use them, stay flat as the closed tickets pile up.
+    __table_args__ = (
+        Index("ix_ticket_open", "queue", "created_at", postgresql_where=sql_text(OPEN_TICKET), sqlite_where=sql_text(OPEN_TICKET)),
+        Index("ix_ticket_created_at", "created_at"),
+        Index("ix_ticket_satisfaction_at", "satisfaction_at"),
+        Index("ix_ticket_closed_not_anonymised", "closed_at", postgresql_where=sql_text(NOT_ANONYMISED),
+              sqlite_where=sql_text(NOT_ANONYMISED)),
+    )
+
     @property
     def is_open(self) -> bool:
         return self.status not in CLOSED_STATUSES
@@ -88,7 +105,14 @@ class Message(Base):
 
     ticket = relationship("Ticket", back_populates="messages")
 
-    __table_args__ = (Index("ix_message_conversation", "conversation_id", "id"),)
+    __table_args__ = (
+        Index("ix_message_conversation", "conversation_id", "id"),
+        # bot.stats: one period's lines of one author, and their conversations (index-only).
+        Index("ix_message_author_created", "author", "created_at", "conversation_id"),
+        # bot.privacy purge: lines of no ticket still to anonymise.
+        Index("ix_message_unlinked_created", "created_at", postgresql_where=sql_text(UNLINKED_NOT_REDACTED),
+              sqlite_where=sql_text(UNLINKED_NOT_REDACTED)),
+    )
 
 
 class StatusChange(Base):
@@ -141,6 +165,7 @@ class Outbox(Base):
     buttons = Column(Text)  # JSON list of {"title", "payload"}: shown where the channel has buttons
     surface = Column(String(16))  # None: a private message; "public": a public reply under a comment
     failed_at = Column(DateTime)  # given up: the channel can no longer reach the citizen (last_error says why)
+    claimed_until = Column(DateTime)  # being sent by one gateway process until then (``relay.claim``)
 
 
 class Notice(Base):
@@ -217,7 +242,7 @@ class PublicComment(Base):
     conversation_id = Column(String(255), nullable=False, index=True)
     ticket_id = Column(Integer, ForeignKey("ticket.id", ondelete="SET NULL"), index=True)
     outcome = Column(String(64))  # what the assistant made of it: "faq:piscine", "ticket:voirie", "handoff"...
-    treatment = Column(String(32))  # see bot.comments.TREATMENTS
+    treatment = Column(String(32), index=True)  # see bot.comments.TREATMENTS (index: those to see, 0011)
     public_reply = Column(Text)  # what the bot (or staff) posted under it
     public_reply_id = Column(String(128))
     private_reply_at = Column(DateTime)

@@ -38,13 +38,13 @@ import json
 import secrets
 from dataclasses import asdict, dataclass, field
 
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, delete, func, inspect, or_, select
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, and_, delete, func, inspect, or_, select
 
-from bot.models import (CLOSED_STATUSES, Message, MetaContact, Outbox, PublicComment, StatusChange, Ticket,
+from bot.models import (CLOSED_STATUSES, REDACTED, Message, MetaContact, Outbox, PublicComment, StatusChange, Ticket,
                         to_naive_utc, utcnow)
 from bot.tickets import TicketStore
 
-MARKER = "[effacé]"
+MARKER = REDACTED  # "[effacé]" (bot.models: the purge index is written with it)
 PSEUDONYM_PREFIX = "anonyme-"
 
 # Rasa's SQL tracker store table (rasa.core.tracker_store.SQLTrackerStore.SQLEvent), declared here
@@ -58,6 +58,21 @@ EVENTS = Table(
     Column("timestamp", Float),
     Column("data", Text),
 )
+
+
+EVENTS_TIME_INDEX = "ix_events_timestamp"
+
+
+def _index_events_by_time(store: TicketStore) -> None:
+    """The purge reads the tracker events by age: index ``events.timestamp`` once (Rasa creates its
+    table after our migrations on a new install, so migration 0011 cannot always do it). In a
+    transaction of its own: a dry run's rollback must not take it away."""
+    with store.session().get_bind().connect() as connection:
+        inspector = inspect(connection)
+        if inspector.has_table("events") and EVENTS_TIME_INDEX not in {
+                index["name"] for index in inspector.get_indexes("events")}:
+            connection.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {EVENTS_TIME_INDEX} ON events (timestamp)")
+            connection.commit()
 
 
 def log_ref(conversation_id: str | None) -> str:
@@ -274,6 +289,7 @@ class Privacy:
         cutoff = retention_cutoff(retention_days, moment)
         report = PrivacyReport(dry_run=dry_run, cutoff=cutoff)
         pseudonyms = _Pseudonyms()
+        _index_events_by_time(self.store)
         with self.store.session() as session:
             tickets = list(session.execute(
                 select(Ticket).where(Ticket.anonymised_at.is_(None), Ticket.status.in_(CLOSED_STATUSES),
@@ -311,29 +327,31 @@ class Privacy:
 
     def _purge_events(self, session, cutoff: dt.datetime, dry_run: bool) -> int:
         """Tracker events older than the cutoff; a conversation still active keeps its current session,
-        one with an open ticket keeps everything (its paused state lives there)."""
+        one with an open ticket keeps everything (its paused state lives there). A few statements per
+        500 conversations (read by ``ix_events_timestamp``), not a few per conversation."""
         limit = _epoch(cutoff)
         open_conversations = set(session.execute(
             select(Ticket.conversation_id).where(Ticket.status.notin_(CLOSED_STATUSES))).scalars())
-        senders = session.execute(
-            select(EVENTS.c.sender_id, func.count()).where(EVENTS.c.timestamp < limit)
-            .group_by(EVENTS.c.sender_id)).all()
+        senders = [sender for sender in session.execute(
+            select(EVENTS.c.sender_id).where(EVENTS.c.timestamp < limit).distinct()).scalars()
+            if sender not in open_conversations]
         deleted = 0
-        for sender, _count in senders:
-            if sender in open_conversations:
-                continue
-            condition = [EVENTS.c.sender_id == sender, EVENTS.c.timestamp < limit]
-            active = session.execute(select(EVENTS.c.id).where(EVENTS.c.sender_id == sender,
-                                                               EVENTS.c.timestamp >= limit).limit(1)).first()
-            if active:
-                current = session.execute(select(func.max(EVENTS.c.id)).where(
-                    EVENTS.c.sender_id == sender, EVENTS.c.type_name == "session_started")).scalar()
-                if current is None:
-                    continue  # one endless session: nothing can go without breaking it
-                condition.append(EVENTS.c.id < current)
-            deleted += session.execute(select(func.count()).select_from(EVENTS).where(*condition)).scalar()
+        for start in range(0, len(senders), 500):
+            chunk = senders[start:start + 500]
+            active = set(session.execute(select(EVENTS.c.sender_id).distinct().where(
+                EVENTS.c.sender_id.in_(chunk), EVENTS.c.timestamp >= limit)).scalars())
+            current = dict(session.execute(
+                select(EVENTS.c.sender_id, func.max(EVENTS.c.id))
+                .where(EVENTS.c.sender_id.in_(active), EVENTS.c.type_name == "session_started")
+                .group_by(EVENTS.c.sender_id)).all()) if active else {}
+            # Finished conversations lose every old event; active ones those before their current
+            # session; an active one with a single endless session keeps everything (nothing can go).
+            parts = [EVENTS.c.sender_id.in_([s for s in chunk if s not in active])]
+            parts += [and_(EVENTS.c.sender_id == sender, EVENTS.c.id < first_kept) for sender, first_kept in current.items()]
+            condition = and_(EVENTS.c.timestamp < limit, or_(*parts))
+            deleted += session.execute(select(func.count()).select_from(EVENTS).where(condition)).scalar()
             if not dry_run:
-                session.execute(delete(EVENTS).where(*condition))
+                session.execute(delete(EVENTS).where(condition))
         return deleted
 
     def _anonymise_ticket(self, session, ticket: Ticket, pseudonyms: "_Pseudonyms", moment: dt.datetime,
