@@ -48,6 +48,7 @@ from bot.settings import PROJECT_ROOT
 SPAN_DAYS = 372  # a year and the week beyond the retention period (365 days), for the purge
 PER_YEAR = {"conversations": 200_000, "tickets": 60_000, "lines": 1_000_000}
 BIG_TABLES = ("ticket", "message", "status_change", "outbox", "events", "public_comment", "ticket_follower")
+BIG_ROWS = 10_000  # a sequential scan of a smaller table is what PostgreSQL should do (unless --force-index)
 PASSWORD = "banc-d-essai-2026"
 CM_USER = "camille"
 HEAD_SERVICE = "voirie"  # the busiest service
@@ -403,15 +404,18 @@ _SEQ_SCAN = re.compile(r"Seq Scan on (\w+)")
 
 
 def seq_scans(url: str, statements: list[tuple[str, object]], force_index: bool = False) -> list[dict]:
-    """The big tables read by a sequential scan in the plans of these SELECTs (each distinct one
-    explained once). ``force_index``: planned with ``enable_seqscan = off``, so a scan that is left
-    means that no index can serve the query (what counts on a small database)."""
+    """The big tables (``BIG_ROWS`` rows or more) read by a sequential scan in the plans of these
+    SELECTs (each distinct one explained once). ``force_index``: every table of ``BIG_TABLES``,
+    planned with ``enable_seqscan = off``, so a scan that is left means that no index can serve the
+    query (what counts on a small database)."""
     from bot import db
 
     found, seen = [], set()
     connection = db.get_engine(url).raw_connection()
     try:
         cursor = connection.cursor()
+        cursor.execute("SELECT relname FROM pg_class WHERE relkind = 'r' AND reltuples >= %s", (BIG_ROWS,))
+        big = set(BIG_TABLES) if force_index else {row[0] for row in cursor.fetchall()} & set(BIG_TABLES)
         if force_index:
             cursor.execute("SET enable_seqscan = off")
         for statement, parameters in statements:
@@ -421,7 +425,7 @@ def seq_scans(url: str, statements: list[tuple[str, object]], force_index: bool 
             sql = cursor.mogrify(statement, parameters or None).decode()
             cursor.execute("EXPLAIN " + sql)
             plan = "\n".join(row[0] for row in cursor.fetchall())
-            tables = sorted({t for t in _SEQ_SCAN.findall(plan) if t in BIG_TABLES})
+            tables = sorted({t for t in _SEQ_SCAN.findall(plan) if t in big})
             if tables:
                 found.append({"tables": tables, "sql": " ".join(statement.split())[:300], "plan": plan})
         connection.rollback()
@@ -430,13 +434,15 @@ def seq_scans(url: str, statements: list[tuple[str, object]], force_index: bool 
     return found
 
 
-def explain(url: str, sql: str, analyze: bool = False) -> str:
+def explain(url: str, sql: str, analyze: bool = False, force_index: bool = False) -> str:
     """The plan of one SQL statement (text), for the README and the report."""
     from bot import db
 
     connection = db.get_engine(url).raw_connection()
     try:
         cursor = connection.cursor()
+        if force_index:
+            cursor.execute("SET enable_seqscan = off")
         cursor.execute(("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " if analyze else "EXPLAIN (COSTS OFF) ") + sql)
         plan = "\n".join(row[0] for row in cursor.fetchall())
         connection.rollback()
@@ -505,6 +511,9 @@ def _staff_client(desk, username: str):
     return client
 
 
+FILLED = "t.conversation_id NOT LIKE 'bench-%'"  # a ticket of the fill, not one a timed citizen message made
+
+
 def _samples(url: str) -> dict:
     """What the operations ask for: open tickets of each queue, tickets with a transcript..."""
     from sqlalchemy import text
@@ -522,8 +531,9 @@ def _samples(url: str) -> dict:
             "head_open": column(open_sql.format(HEAD_SERVICE)),
             "head_tickets": column(f"SELECT t.reference FROM ticket t WHERE t.queue = '{HEAD_SERVICE}' AND EXISTS "
                                    "(SELECT 1 FROM message m WHERE m.ticket_id = t.id AND m.author = 'citizen') "
-                                   "ORDER BY t.id DESC LIMIT 20"),
-            "any_tickets": column("SELECT reference FROM ticket WHERE anonymised_at IS NULL ORDER BY id DESC LIMIT 20"),
+                                   f"AND {FILLED} ORDER BY t.id DESC LIMIT 20"),
+            "any_tickets": column(f"SELECT reference FROM ticket t WHERE anonymised_at IS NULL AND {FILLED} "
+                                  "ORDER BY id DESC LIMIT 20"),
         }
 
 
@@ -533,7 +543,6 @@ def time_staff_web(url: str, repeat: int = 7, force_index: bool = False) -> dict
     from sqlalchemy import text
 
     from bot import db
-    from bot.assistant import Assistant
     from bot.hours import StaffHours
     from bot.profile import load_profile
     from bot.replies import Replies
@@ -544,7 +553,6 @@ def time_staff_web(url: str, repeat: int = 7, force_index: bool = False) -> dict
     profile = load_profile()
     replies = Replies.load(PROJECT_ROOT / "bot" / "replies.fr.yml", profile)
     hours = StaffHours.from_town(profile.town)
-    Assistant(profile, store, replies, hours)  # as the real desk is built: loads the same modules
     desk = StaffDesk(store, profile, hours, replies, resume_conversation=lambda _conversation: None)
     cm, head = _staff_client(desk, CM_USER), _staff_client(desk, f"resp_{HEAD_SERVICE}")
     samples = _samples(url)
@@ -642,8 +650,9 @@ def time_commands(url: str, repeat: int = 5, force_index: bool = False, work_dir
             return False, f"citizen export {reference}: exit {code}: {output[-300:]}"
         data = json.loads(out.read_text(encoding="utf-8"))
         with engine.connect() as connection:
-            lines = connection.execute(text("SELECT count(*) FROM message WHERE conversation_id = :c"),
-                                       {"c": data["conversation_id"]}).scalar_one()
+            lines = connection.execute(text(
+                "SELECT count(*) FROM message WHERE conversation_id = :c OR ticket_id IN "
+                "(SELECT id FROM ticket WHERE conversation_id = :c)"), {"c": data["conversation_id"]}).scalar_one()
         ok = (len(data["transcript"]) == lines > 0 and any(t["reference"] == reference for t in data["tickets"])
               and len(data["tracker_events"]) > 0)
         return ok, "" if ok else f"export of {reference}: {len(data['transcript'])} lines for {lines}"
@@ -706,7 +715,7 @@ def time_citizen_messages(url: str, messages: int = 12, work_dir: Path | None = 
             ok = bool(answers) and all(a.get("text") for a in answers if "image" not in a)
             return ok, "" if ok else f"{text!r}: HTTP {response.status_code} {str(answers)[:200]}"
 
-        for i in range(4):  # warm-up: the first messages load the pipeline's lazy parts
+        for i in range(min(4, messages)):  # warm-up: the first messages load the pipeline's lazy parts
             send(i)
         for i in range(messages):
             started = time.perf_counter()
