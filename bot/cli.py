@@ -145,6 +145,55 @@ def run(
         typer.echo("Assistant arrêté.")
 
 
+@app.command()
+def stack(
+    rasa: int = typer.Option(2, min=1, max=16, help="Nombre de serveurs Rasa."),
+    actions: int = typer.Option(2, min=1, max=16, help="Nombre de serveurs d'actions."),
+    staff: int = typer.Option(2, min=0, max=16, help="Nombre de processus de l'interface de l'équipe."),
+    port: int = typer.Option(8000, min=1, max=65535, help="Port public du proxy nginx (boucle locale)."),
+    throwaway_postgres: bool = typer.Option(False, "--throwaway-postgres",
+                                            help="Démarre une base PostgreSQL jetable (essai) au lieu de "
+                                                 "GUICHET_DATABASE_URL."),
+    model: Optional[Path] = typer.Option(None, help="Modèle à servir (défaut : le dernier de models/)."),
+) -> None:
+    """Plusieurs serveurs : N serveurs Rasa et M serveurs d'actions derrière nginx, sur une base
+    PostgreSQL et un Redis partagés (README, « Plusieurs serveurs »)."""
+    import contextlib
+    import time
+
+    from bot.cluster import describe, running_cluster, throwaway_postgres as own_postgres
+    from bot.local_services import MissingProgram
+    from bot.stack import StopRequested, stop_on_signals
+
+    settings = get_settings()
+    model_path = _model_path(model)
+    if not throwaway_postgres and not settings.database_url.startswith("postgresql"):
+        _fail("Plusieurs serveurs partagent une base PostgreSQL : définissez GUICHET_DATABASE_URL="
+              "postgresql+psycopg2://... (ou --throwaway-postgres pour un essai sur une base jetable).")
+    typer.echo(f"Démarrage de {rasa} serveur(s) Rasa et {actions} serveur(s) d'actions derrière nginx...")
+    try:
+        with stop_on_signals(), contextlib.ExitStack() as exits:
+            url = exits.enter_context(own_postgres()) if throwaway_postgres else settings.database_url
+            cluster = exits.enter_context(running_cluster(
+                model_path, url, settings.var_dir / "stack", redis_url=os.environ.get("GUICHET_REDIS_URL") or None,
+                rasa_count=rasa, action_count=actions, staff_count=staff, proxy_port=port))
+            for line in describe(cluster):
+                typer.echo(line)
+            typer.echo("Prêt. Ctrl-C (ou SIGTERM) pour arrêter.")
+            while True:
+                for part in cluster.rasa + cluster.actions + cluster.staff + cluster.webchat + cluster.open311:
+                    if part.process is not None and part.process.poll() is not None:
+                        typer.echo(f"{part.name} s'est arrêté (code {part.process.returncode}) : redémarrage.")
+                        part.restart()
+                time.sleep(2)
+    except MissingProgram as error:
+        _fail(str(error))
+    except StopRequested as signal_name:
+        typer.echo(f"Arrêt demandé ({signal_name}) : serveurs arrêtés proprement.")
+    except KeyboardInterrupt:
+        typer.echo("Serveurs arrêtés.")
+
+
 GATEWAY_LOGS = {"Telegram": "telegram.log", "Meta": "meta.log", "Site": "webchat.log", "Open311": "open311.log"}
 
 

@@ -18,11 +18,13 @@ deployment on several machines (README "Several servers").
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from string import Template
 
 TEMPLATE = Template("""\
 # Written by guichet stack (bot/proxy.py): nginx in front of $summary.
+$user_line
 worker_processes $workers;
 pid $work/nginx.pid;
 error_log $work/logs/error.log warn;
@@ -36,6 +38,7 @@ http {
     uwsgi_temp_path $work/tmp/uwsgi;
     scgi_temp_path $work/tmp/scgi;
     client_max_body_size 6m;  # a photo of 5 MB sent to the website chat
+    client_body_buffer_size 1m;  # messages stay in memory; only photos reach the temp folder
     proxy_http_version 1.1;
     proxy_set_header Connection "";
     proxy_set_header Host $$host;
@@ -93,11 +96,21 @@ def write_config(path: Path, work_dir: Path, listen: str, actions_listen: str, *
     """Write nginx.conf for these addresses ("127.0.0.1:5005"...); returns its path."""
     for folder in ("logs", "tmp"):
         (work_dir / folder).mkdir(parents=True, exist_ok=True)
+    user_line = ""
+    if os.geteuid() == 0:  # nginx started as root runs its workers as "nobody": they write the temp folder
+        import pwd
+
+        account = pwd.getpwnam("nobody")
+        for folder in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            (work_dir / "tmp" / folder).mkdir(exist_ok=True)
+            os.chown(work_dir / "tmp" / folder, account.pw_uid, account.pw_gid)
+        os.chown(work_dir / "tmp", account.pw_uid, account.pw_gid)
+        user_line = "user nobody nogroup;"
     upstreams = "".join(upstream(name, list(addresses)) for name, addresses in (
         ("guichet_rasa", rasa), ("guichet_actions", actions), ("guichet_staff", staff),
         ("guichet_webchat", webchat), ("guichet_open311", open311), ("guichet_meta", meta)))
     summary = f"{len(rasa)} Rasa server(s), {len(actions)} action server(s), {len(staff)} staff web process(es)"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(TEMPLATE.substitute(summary=summary, workers=workers, work=work_dir, upstreams=upstreams,
+    path.write_text(TEMPLATE.substitute(summary=summary, user_line=user_line, workers=workers, work=work_dir, upstreams=upstreams,
                                         listen=listen, actions_listen=actions_listen), encoding="utf-8")
     return path

@@ -10,7 +10,9 @@ import json
 import logging
 from typing import Callable
 
-from sqlalchemy import select
+import datetime as dt
+
+from sqlalchemy import or_, select, update
 
 from bot.models import Outbox, utcnow
 from bot.tickets import TicketStore
@@ -23,6 +25,7 @@ UNREACHABLE_CHANNELS = {
                 "les changements de statut, mais un message écrit ne lui parvient pas."),
 }
 _deliverers: dict[str, Deliverer] = {}
+CLAIM_SECONDS = 120  # a sender's hold on a message it is sending; past it (the sender died) another may
 
 
 def register_deliverer(channel: str, deliverer: Deliverer) -> None:
@@ -63,6 +66,20 @@ def deliver(store: TicketStore, item: Outbox) -> bool:
     return True
 
 
+def claim(store: TicketStore, item_id: int, seconds: float = CLAIM_SECONDS) -> bool:
+    """Take a pending message for sending: one atomic update, so that of several gateway processes
+    (several servers) exactly one sends it. The hold lapses after ``seconds`` if its sender dies."""
+    now = utcnow()
+    with store.session() as session:
+        claimed = session.execute(
+            update(Outbox).where(Outbox.id == item_id, Outbox.delivered_at.is_(None), Outbox.failed_at.is_(None),
+                                 or_(Outbox.claimed_until.is_(None), Outbox.claimed_until < now))
+            .values(claimed_until=now + dt.timedelta(seconds=seconds))
+            .execution_options(synchronize_session=False)).rowcount == 1
+        session.commit()
+        return claimed
+
+
 def _mark(store: TicketStore, item_id: int, delivered: bool = False, error: str | None = None) -> None:
     with store.session() as session:
         item = session.get(Outbox, item_id)
@@ -70,6 +87,7 @@ def _mark(store: TicketStore, item_id: int, delivered: bool = False, error: str 
         if delivered:
             item.delivered_at = utcnow()
         item.last_error = error
+        item.claimed_until = None  # a failed attempt: the next round (of any sender) tries again
         session.commit()
 
 

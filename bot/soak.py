@@ -110,6 +110,10 @@ class SoakReport:
     technical_problem_answers: int = 0
     http_errors: int = 0
     retries: int = 0
+    tracker_user_events: int = 0
+    tracker_events_doubled: int = 0
+    tracker_events_missing: int = 0
+    kills: list = field(default_factory=list)  # what was killed and restarted, when
     rss_mb: dict = field(default_factory=dict)  # {"rasa": {"warm": .., "end": .., "peak": ..}, "actions": ...}
     duration_s: float = 0.0
     throughput_per_s: float = 0.0
@@ -130,11 +134,18 @@ class SoakReport:
             found.append(f"{self.unanswered} messages without answer outside a hand-off")
         if self.http_errors:
             found.append(f"{self.http_errors} HTTP errors")
+        if self.tracker_events_doubled:
+            found.append(f"{self.tracker_events_doubled} citizen messages twice in Rasa's stored conversations")
+        if self.tracker_events_missing:
+            found.append(f"{self.tracker_events_missing} citizen messages missing from Rasa's stored conversations")
         if self.technical_problem_answers > max(1, self.messages_sent // 100):
             found.append(f"{self.technical_problem_answers} technical-problem answers (a part failed under load: "
                          "see the logs)")
+        restarted = {kill.split(" ")[0] for kill in self.kills}
         for name, values in self.rss_mb.items():
             warm, end = values.get("warm"), values.get("end")
+            if name in restarted:  # warm and end are two processes: its peak is reported, not compared
+                continue
             if warm and end and end > warm * (1 + memory_slack_ratio) + memory_slack_mb:
                 found.append(f"memory of {name} grew from {warm:.0f} MB to {end:.0f} MB")
         return found
@@ -148,7 +159,11 @@ class SoakReport:
             f"{self.silent_in_handoff}; unanswered: {self.unanswered}",
             f"technical-problem answers: {self.technical_problem_answers}; slow-down notices: {self.slow_down_notices}; "
             f"HTTP errors: {self.http_errors}; retries: {self.retries}",
+            f"Rasa user events:         {self.tracker_user_events} (doubled {self.tracker_events_doubled}, "
+            f"missing {self.tracker_events_missing})",
         ]
+        for kill in self.kills:
+            lines.append(f"killed:                   {kill}")
         for name, values in self.rss_mb.items():
             lines.append(f"RSS {name:<8} warm {values.get('warm') or 0:7.1f} MB  end {values.get('end') or 0:7.1f} MB  "
                          f"peak {values.get('peak') or 0:7.1f} MB")
@@ -157,7 +172,8 @@ class SoakReport:
 
 
 class _Sampler(threading.Thread):
-    def __init__(self, pids: dict[str, int], every: float = 1.0):
+    def __init__(self, pids: dict[str, "int | callable"], every: float = 1.0):
+        """``pids``: a pid, or a callable giving the current one (a part restarted mid-run)."""
         super().__init__(daemon=True)
         self.pids = pids
         self.every = every
@@ -165,7 +181,7 @@ class _Sampler(threading.Thread):
         self.values: dict[str, dict] = {name: {"warm": None, "end": None, "peak": 0.0} for name in pids}
 
     def sample(self) -> dict[str, float | None]:
-        now = {name: rss_mb(pid) for name, pid in self.pids.items()}
+        now = {name: rss_mb(pid() if callable(pid) else pid) for name, pid in self.pids.items()}
         for name, value in now.items():
             if value:
                 self.values[name]["peak"] = max(self.values[name]["peak"], value)
@@ -180,9 +196,17 @@ class _Sampler(threading.Thread):
             self.sample()
 
 
+def processes_of(stack) -> dict:
+    """The processes whose memory is followed: one stack, or every part of a cluster (``bot.cluster``)."""
+    if hasattr(stack, "rasa") and isinstance(stack.rasa, list):
+        return {part.name: (lambda part=part: part.process.pid) for part in stack.rasa + stack.actions}
+    return {"rasa": stack.rasa.pid, "actions": stack.action.pid}
+
+
 def run_soak(stack, messages: int = 300, conversations: int = 30, seed: int = 6, warmup: float = 0.2,
-             timeout: float = 300, progress=None) -> SoakReport:
-    """Play the soak against a running stack (``bot.stack.Stack``) and check the database."""
+             timeout: float = 300, progress=None, chaos=None) -> SoakReport:
+    """Play the soak against a running stack (``bot.stack.Stack``) or cluster (``bot.cluster.Cluster``)
+    and check the database. ``chaos(done_fraction)`` is called after every message (kills, restarts)."""
     import requests
 
     from bot.integrations.reliability import message_id_for, technical_problem_text
@@ -200,7 +224,7 @@ def run_soak(stack, messages: int = 300, conversations: int = 30, seed: int = 6,
     lock = threading.Lock()
     counter = {"done": 0, "warm": False}
     warm_at = max(1, int(messages * warmup))
-    sampler = _Sampler({"rasa": stack.rasa.pid, "actions": stack.action.pid})
+    sampler = _Sampler(processes_of(stack))
     sampler.start()
     report = SoakReport(conversations=conversations)
 
@@ -233,6 +257,8 @@ def run_soak(stack, messages: int = 300, conversations: int = 30, seed: int = 6,
                     sampler.mark("warm")
             if progress and done % 500 == 0:
                 progress(f"{done}/{messages} messages")
+            if chaos is not None:
+                chaos(done / messages)
         session.close()
 
     started = time.monotonic()
@@ -250,7 +276,33 @@ def run_soak(stack, messages: int = 300, conversations: int = 30, seed: int = 6,
     report.http_errors = sum(1 for s in sent if s.status != 200)
     report.retries = sum(s.attempts - 1 for s in sent)
     _check_database(report, TicketStore(stack.database_url), sent, set(plans), message_id_for)
+    _check_trackers(report, stack.database_url, sent, set(plans), message_id_for)
     return report
+
+
+def _check_trackers(report: SoakReport, database_url: str, sent: list[Sent], senders: set[str],
+                    message_id_for) -> None:
+    """Rasa's stored conversations: each citizen message is one ``user`` event, never lost nor doubled."""
+    import json
+    from collections import Counter
+
+    from sqlalchemy import create_engine, inspect, text
+
+    engine = create_engine(database_url)
+    try:
+        if "events" not in inspect(engine).get_table_names():
+            return  # no SQL tracker store
+        prefix = next(iter(senders)).rsplit("-", 1)[0] + "-"
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT sender_id, data FROM events WHERE type_name = 'user' "
+                                           "AND sender_id LIKE :prefix"), {"prefix": prefix + "%"}).all()
+    finally:
+        engine.dispose()
+    stored = Counter((sender, json.loads(data).get("message_id")) for sender, data in rows)
+    expected = {(item.sender, message_id_for(item.sender, item.client_id)) for item in sent}
+    report.tracker_user_events = sum(stored.values())
+    report.tracker_events_doubled = sum(count - 1 for key, count in stored.items() if count > 1)
+    report.tracker_events_missing = sum(1 for key in expected if key not in stored)
 
 
 def _check_database(report: SoakReport, store, sent: list[Sent], senders: set[str], message_id_for) -> None:
@@ -291,7 +343,66 @@ def _check_database(report: SoakReport, store, sent: list[Sent], senders: set[st
             report.unanswered += 1
 
 
+class KillAndRestart:
+    """Chaos for a cluster soak: at ``at`` of the run, SIGKILL one Rasa server and one action server
+    (a crash: no clean shutdown, messages in flight), then start them again while the run goes on."""
+
+    def __init__(self, cluster, report_kills: list, at: float = 0.3, parts: tuple[str, ...] = ("rasa", "actions")):
+        self.cluster = cluster
+        self.kills = report_kills
+        self.at = at
+        self.parts = parts
+        self._fired = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def __call__(self, done_fraction: float) -> None:
+        if done_fraction < self.at or self._fired.is_set():
+            return
+        self._fired.set()
+        self.thread = threading.Thread(target=self._run, args=(done_fraction,), daemon=True)
+        self.thread.start()
+
+    def _run(self, done_fraction: float) -> None:
+        victims = [getattr(self.cluster, kind)[0] for kind in self.parts]
+        for part in victims:
+            part.kill()
+        started = time.monotonic()
+        for part in victims:
+            part.restart()
+        self.kills.extend(f"{part.name} (SIGKILL at {done_fraction:.0%} of the messages, back after "
+                          f"{time.monotonic() - started:.0f} s)" for part in victims)
+
+    def wait(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+
+
 # --- command line ------------------------------------------------------------------------------------
+def soak_cluster(model: Path, var_dir: Path, messages: int, conversations: int, seed: int, servers: int,
+                 action_servers: int, kill: bool, database_url: str | None = None, progress=None,
+                 timeout: float = 300) -> SoakReport:
+    """The soak across several servers (``bot.cluster``) on PostgreSQL and Redis, with the kills."""
+    import contextlib
+    import os
+
+    from bot.cluster import running_cluster, throwaway_postgres
+
+    for key, value in SOAK_ENV.items():
+        os.environ.setdefault(key, value)
+    with contextlib.ExitStack() as stack:
+        url = database_url or stack.enter_context(throwaway_postgres())
+        cluster = stack.enter_context(running_cluster(model, url, var_dir, rasa_count=servers,
+                                                      action_count=action_servers, staff_count=0, webchat_count=0,
+                                                      open311_count=0))
+        kills: list = []
+        chaos = KillAndRestart(cluster, kills) if kill else None
+        report = run_soak(cluster, messages, conversations, seed, progress=progress, chaos=chaos, timeout=timeout)
+        if chaos is not None:
+            chaos.wait()
+        report.kills = kills
+        return report
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot.soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=5000)
@@ -300,6 +411,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", default=None, help="default: a throw-away SQLite database")
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
+    parser.add_argument("--servers", type=int, default=0,
+                        help="N Rasa servers behind nginx (bot.cluster; PostgreSQL and Redis of its own); 0: one stack")
+    parser.add_argument("--action-servers", type=int, default=2)
+    parser.add_argument("--kill", action="store_true",
+                        help="with --servers: kill one Rasa server and one action server mid-run, then restart them")
     args = parser.parse_args(argv)
 
     import json
@@ -313,13 +429,18 @@ def main(argv: list[str] | None = None) -> int:
     model = args.model or latest_model(get_settings().model_dir)
     var_dir = Path(tempfile.mkdtemp(prefix="soak-", dir=get_settings().var_dir if get_settings().var_dir.exists() else None))
     url = args.database_url or f"sqlite:///{var_dir / 'soak.db'}"
-    print(f"soak: {args.messages} messages, {args.conversations} conversations; database {url}; logs {var_dir}/logs",
-          flush=True)
+    print(f"soak: {args.messages} messages, {args.conversations} conversations; "
+          f"{f'{args.servers} Rasa + {args.action_servers} action servers behind nginx' if args.servers else 'database ' + url}"
+          f"; logs {var_dir}/logs", flush=True)
     for key, value in SOAK_ENV.items():
         os.environ.setdefault(key, value)
-    with running_stack(model, url, var_dir) as stack:
-        report = run_soak(stack, args.messages, args.conversations, args.seed,
-                          progress=lambda line: print(f"  {line}", flush=True))
+    progress = lambda line: print(f"  {line}", flush=True)  # noqa: E731
+    if args.servers:
+        report = soak_cluster(model, var_dir, args.messages, args.conversations, args.seed, args.servers,
+                              args.action_servers, args.kill, args.database_url, progress)
+    else:
+        with running_stack(model, url, var_dir) as stack:
+            report = run_soak(stack, args.messages, args.conversations, args.seed, progress=progress)
     for line in report.lines():
         print(line)
     problems = report.problems()

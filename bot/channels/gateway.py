@@ -176,8 +176,11 @@ class OutboxPump:
     """
 
     def __init__(self, store: TicketStore, owns: Callable[[Outbox], bool],
-                 deliver: Callable[[Outbox], Awaitable[Any]], name: str):
+                 deliver: Callable[[Outbox], Awaitable[Any]], name: str, leadership=None):
+        """``leadership`` (``bot.leadership.Leadership``): with several copies of the gateway, only the
+        active one polls the outbox; each row is also claimed in the database (``relay.claim``)."""
         self.store = store
+        self.leadership = leadership
         self.owns = owns
         self.deliver = deliver
         self.name = name
@@ -202,7 +205,11 @@ class OutboxPump:
             if item_id in self._claimed:
                 return False
             self._claimed.add(item_id)
-            return True
+        if not relay.claim(self.store, item_id):  # another process sends it (or sent it)
+            with self._claim_lock:
+                self._claimed.discard(item_id)
+            return False
+        return True
 
     def _release(self, item_id: int) -> None:
         with self._claim_lock:
@@ -227,8 +234,10 @@ class OutboxPump:
         return [item for item in relay.pending(self.store) if self.owns(item)]
 
     async def deliver_pending(self) -> None:
+        if self.leadership is not None and not await asyncio.to_thread(self.leadership.hold):
+            return  # another copy of this gateway is active
         for item in await asyncio.to_thread(self._pending):
-            if not self._claim(item.id):
+            if not await asyncio.to_thread(self._claim, item.id):
                 continue
             try:
                 await self.deliver(item)

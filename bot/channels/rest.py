@@ -91,6 +91,28 @@ class BadRequest(Exception):
 GATEWAY_CHANNELS = frozenset({"telegram", "messenger", "instagram", "facebook_comment", "instagram_comment", "webchat"})
 
 
+async def replay_answer(agent, sender: str, message_id: str) -> Optional[list]:
+    """The answers already given to this message, read from the stored conversation, or None if the
+    conversation does not hold it: a server that died after handling a message but before sending
+    its answer must not make the next server handle it a second time."""
+    tracker = await agent.tracker_store.retrieve(sender)
+    if tracker is None:
+        return None
+    answers: Optional[list] = None
+    for event in tracker.events:
+        if event.type_name == "user":
+            if answers is not None:
+                break
+            if getattr(event, "message_id", None) == message_id:
+                answers = []
+        elif answers is not None and event.type_name == "bot":
+            item: dict = {"recipient_id": sender, "text": event.text}
+            if (event.data or {}).get("buttons"):
+                item["buttons"] = event.data["buttons"]
+            answers.append(item)
+    return answers
+
+
 async def tag_outcomes(agent, sender: str, message_id: str, messages: list) -> None:
     """Give each text answer the assistant's outcome tag ("faq:piscine", "ticket:voirie"...), read
     from the turn's bot events: a gateway asking for it (metadata ``outcomes``) decides from it how
@@ -197,17 +219,25 @@ class GuichetRestInput(RestInput):
                 await asyncio.sleep(0.2)
             return [say("", "channel.in_progress")]
 
-        async def answer_or_claim(sender: str, message_id: str) -> Optional[list]:
+        async def answer_or_claim(sender: str, message_id: str, agent=None) -> Optional[list]:
             """The answer another server gave (or is giving) this message, or None once we hold it."""
             cached = await asyncio.to_thread(shared.recall, f"answer:{message_id}")
             if cached is not None:
                 return cached
+            waited = False
             while not await asyncio.to_thread(shared.claim, f"inflight:{message_id}", server_id, INFLIGHT_TTL):
+                waited = True
                 elsewhere = await answered_elsewhere(message_id)
                 if elsewhere is not None:
                     for item in elsewhere:
                         item["recipient_id"] = item.get("recipient_id") or sender
                     return elsewhere
+            if waited and agent is not None:  # the server that had it died: had it finished?
+                replayed = await replay_answer(agent, sender, message_id)
+                if replayed is not None:
+                    await asyncio.to_thread(shared.remember, f"answer:{message_id}", replayed, RESULT_TTL)
+                    await asyncio.to_thread(shared.release, f"inflight:{message_id}")
+                    return replayed
             return None
 
         async def keep_claim(message_id: str) -> None:
@@ -341,7 +371,7 @@ class GuichetRestInput(RestInput):
             renewing = None
             if shared is not None and client_id is not None:
                 try:
-                    earlier = await answer_or_claim(sender, message_id)
+                    earlier = await answer_or_claim(sender, message_id, getattr(request.app.ctx, "agent", None))
                 except Exception as exc:  # noqa: BLE001 - Redis down: handled here, as on one server
                     logger.warning("shared state unreachable (%s): message of %s handled without it",
                                    type(exc).__name__, sender)

@@ -52,6 +52,7 @@ from bot.comments import Comments, NewComment, channel_for, platform_of_conversa
 from bot.outcomes import derive_outcome, tickets_of
 from bot.integrations.reliability import message_id_for
 from bot.models import Outbox, PublicComment, utcnow
+from bot.leadership import Leadership
 from bot.tickets import TicketStore
 from bot.transcript import already_recorded
 
@@ -138,7 +139,9 @@ class MetaGateway:
         self.citizens = core.CitizenSide(store, desk, core.AssistantLink(rasa_url, "messenger", rasa_timeout))
         self.contacts = Contacts(store)
         self.comments = Comments(store)
-        self.outbox = core.OutboxPump(store, self._owns, self._deliver, "Meta gateway")
+        # Several copies behind the proxy all take webhooks; one sends the staff's messages.
+        self.outbox = core.OutboxPump(store, self._owns, self._deliver, "Meta gateway",
+                                      leadership=Leadership("passerelle Meta"))
         self.poll_seconds = poll_seconds
         self.own_ids = {i for i in (settings.page_id, settings.instagram_id) if i}
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
