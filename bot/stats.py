@@ -204,7 +204,7 @@ def compute(store: TicketStore, profile: Profile, hours: StaffHours, now: dt.dat
     clock = WorkingTime(hours)  # StaffHours.staff_time_between, fast for thousands of tickets
 
     def staff_hours(begin: dt.datetime, finish: dt.datetime) -> float:
-        return clock.between(_aware_utc(begin), _aware_utc(finish)).total_seconds() / 3600
+        return clock.between(begin, finish).total_seconds() / 3600  # naive values are UTC
 
     first_response = _delay_summary([staff_hours(row.created_at, row.first_response_at)
                                      for row in created if row.first_response_at is not None])

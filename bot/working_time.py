@@ -39,14 +39,14 @@ class WorkingTime:
 
     def between(self, start: dt.datetime, end: dt.datetime) -> dt.timedelta:
         """The staff time from ``start`` to ``end`` (naive means UTC), as ``staff_time_between``."""
-        start, end = _aware(start), _aware(end)
-        if end <= start:
+        begin, finish = _timestamp(start), _timestamp(end)
+        if finish <= begin:
             return dt.timedelta(0)
         if self.periods is None:
-            return self.hours.staff_time_between(start, end)
-        begin, finish = start.timestamp(), end.timestamp()
-        self._cover(begin)
-        self._cover(finish)  # both first: growing the table to the past shifts every count
+            return self.hours.staff_time_between(_aware(start), _aware(end))
+        if not (self.starts and self.starts[0] <= begin and finish < self.starts[-1]):
+            self._cover(begin)
+            self._cover(finish)  # both first: growing the table to the past shifts every count
         seconds = self._since_first(finish) - self._since_first(begin)
         return dt.timedelta(seconds=int(round(seconds, 6)))  # businesstimedelta drops the microseconds
 
@@ -98,6 +98,10 @@ class WorkingTime:
         self.starts = [self._midnight(day) for day in days] + self.starts
         self.intervals = periods + self.intervals
         self.first = days[0]
+
+
+def _timestamp(moment: dt.datetime) -> float:
+    return (moment.replace(tzinfo=dt.timezone.utc) if moment.tzinfo is None else moment).timestamp()
 
 
 def _aware(moment: dt.datetime) -> dt.datetime:
