@@ -72,6 +72,7 @@ class Cluster:
     webchat_count: int = 1
     open311_count: int = 1
     proxy_port: int = 0
+    extra_env: dict = field(default_factory=dict)  # settings for every process (e.g. the soak's flood limits)
     rasa: list[Part] = field(default_factory=list)
     actions: list[Part] = field(default_factory=list)
     staff: list[Part] = field(default_factory=list)
@@ -91,7 +92,8 @@ class Cluster:
 
     def env(self, **extra: str) -> dict:
         return base_env(self.database_url, GUICHET_REDIS_URL=self.redis_url or "", GUICHET_RASA_URL=self.proxy_url,
-                        GUICHET_WEB_TRUSTED_PROXIES="1", GUICHET_VAR_DIR=str(self.work_dir), **extra)
+                        GUICHET_WEB_TRUSTED_PROXIES="1", GUICHET_VAR_DIR=str(self.work_dir),
+                        **{**self.extra_env, **extra})
 
     # --- starting ------------------------------------------------------------------------------------
     def start(self) -> None:

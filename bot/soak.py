@@ -393,7 +393,7 @@ def soak_cluster(model: Path, var_dir: Path, messages: int, conversations: int, 
         url = database_url or stack.enter_context(throwaway_postgres())
         cluster = stack.enter_context(running_cluster(model, url, var_dir, rasa_count=servers,
                                                       action_count=action_servers, staff_count=0, webchat_count=0,
-                                                      open311_count=0))
+                                                      open311_count=0, extra_env=dict(SOAK_ENV)))
         kills: list = []
         chaos = KillAndRestart(cluster, kills) if kill else None
         report = run_soak(cluster, messages, conversations, seed, progress=progress, chaos=chaos, timeout=timeout)
