@@ -4,7 +4,7 @@ GUICHET := .venv/bin/guichet
 export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: setup train run test test-deps eval eval-heldout stories nlu-report bench soak data-bench lock clean
+.PHONY: setup train run test test-deps eval eval-heldout stories nlu-report bench soak soak-servers data-bench lock clean
 
 setup:
 	@bash scripts/setup.sh
@@ -36,7 +36,7 @@ nlu-report: setup
 	@.venv/bin/rasa test nlu --nlu data/nlu --cross-validation --folds 3 --out var/nlu-report > var/nlu-report.log 2>&1; tail -5 var/nlu-report.log
 
 # Speed of the whole assistant vs stock Rasa (README "Speed"); about 12 minutes the first time.
-bench: setup
+bench: test-deps setup
 	@$(PY) -m bot.bench
 
 # Soak on loopback: 5,000 messages in 300 concurrent conversations through the REST channel,
@@ -46,6 +46,11 @@ soak: train
 
 # Costs as the data grows (README "Costs as the data grows"): a large town's year in a throw-away
 # PostgreSQL, then a tenth of it; staff pages, privacy commands, a citizen message. About 20 minutes.
+# Soak across several servers (README "Several servers"): 20,000 messages, 500 conversations at once,
+# 2 Rasa + 2 action servers behind nginx on PostgreSQL and Redis, one of each killed mid-run.
+soak-servers: test-deps train
+	@$(PY) -m bot.soak --messages 20000 --conversations 500 --servers 2 --action-servers 2 --kill --json var/soak-servers.json
+
 data-bench: train
 	@$(PY) -m bot.data_bench --scale 1.0 --also 0.1 --json var/data-bench.json
 

@@ -209,6 +209,16 @@ def render_markdown(report: dict) -> str:
         for category in categories:
             lines.append(f"| {category} | " + " | ".join(_fmt(p["ms_per_message"].get(category)) for p in profiles.values()) + " |")
         lines.append("| **total (handle_message)** | " + " | ".join(_fmt(p["total_ms_per_message"]) for p in profiles.values()) + " |")
+    servers = report.get("servers") or {}
+    if servers:
+        lines += ["", "Several servers (ours, PostgreSQL + Redis lock store, nginx, 2 action servers):", "",
+                  "| Rasa servers | conversations at once | msg/s | p50 ms | p95 ms | errors | CPU ms a message: Rasa "
+                  "| action servers |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for count, result in servers.items():
+            for level, f in result.get("levels", {}).items():
+                cpu = f.get("cpu_ms_per_msg") or {}
+                lines.append(f"| {count} | {level} | {_fmt(f['msg_per_s'])} | {_fmt(f['p50_ms'])} | {_fmt(f['p95_ms'])} "
+                             f"| {f['errors']} | {_fmt(cpu.get('rasa'))} | {_fmt(cpu.get('action_servers'))} |")
     if report.get("total_s") is not None:
         lines += ["", f"Whole run: {report['total_s']:.0f} s."]
     return "\n".join(lines) + "\n"
@@ -568,6 +578,8 @@ class Options:
     tracker: str = "sql"  # "sql" (as deployed) or "memory" (lever: the tracker store's cost)
     profile: bool = True
     levers: tuple[str, ...] = ()  # bench-only experiments (bench/levers/sitecustomize.py)
+    servers: tuple[int, ...] = (1, 2)  # Rasa servers behind nginx, on PostgreSQL and Redis (); () skips it
+    server_levels: tuple[int, ...] = (8, 32)
     env: dict = field(default_factory=dict)
 
 
@@ -661,6 +673,40 @@ def _bench_model(name: str, model: Path, options: Options, corpus: Sequence[Conv
     return result
 
 
+def bench_servers(model: Path, options: Options, corpus: Sequence[Conversation], log=print) -> dict:
+    """Our model on PostgreSQL and Redis behind nginx (``bot.cluster``) with 1, then 2 Rasa servers
+    (2 action servers each time): messages/s, latency and CPU ms a message at each level, so the
+    scaling can be read off on this machine's cores."""
+    from bot.cluster import running_cluster, throwaway_postgres
+
+    results: dict[str, Any] = {}
+    with throwaway_postgres() as url:
+        for count in options.servers:
+            var_dir = options.out / f"servers-{count}"
+            started = time.monotonic()
+            with running_cluster(model, url, var_dir, rasa_count=count, action_count=2, staff_count=0,
+                                 webchat_count=0, open311_count=0, extra_env=dict(options.env)) as cluster:
+                result: dict[str, Any] = {"start_s": round(time.monotonic() - started, 1), "levels": {}}
+                rest_url = f"{cluster.proxy_url}/webhooks/rest/webhook"
+                asyncio.run(drive(rest_url, mix(corpus, 20, seed=99), 2, f"servers{count}-warm"))
+                for level in options.server_levels:
+                    plan = mix(corpus, messages_for(level, options), seed=level)
+                    parts = {part.name: part.process.pid for part in cluster.rasa + cluster.actions}
+                    before = {name: cpu_seconds(pid) for name, pid in parts.items()}
+                    figures = asyncio.run(drive(rest_url, plan, level, f"servers{count}-{level}"))
+                    cpu = cpu_per_message(before, {name: cpu_seconds(pid) for name, pid in parts.items()},
+                                          figures["messages"])
+                    figures["cpu_ms_per_msg"] = {
+                        "rasa": round(sum(v or 0 for k, v in cpu.items() if k.startswith("rasa")), 1),
+                        "action_servers": round(sum(v or 0 for k, v in cpu.items() if k.startswith("actions")), 1)}
+                    result["levels"][str(level)] = figures
+                    log(f"[{count} Rasa server(s)] {level:>2} at once: {figures['msg_per_s']:6.1f} msg/s  "
+                        f"p50 {figures['p50_ms']:6.0f} ms  p95 {figures['p95_ms']:6.0f} ms  CPU {figures['cpu_ms_per_msg']}"
+                        f"  ({figures['messages']} messages, {figures['errors']} errors)")
+            results[str(count)] = result
+    return results
+
+
 # --- the whole run ----------------------------------------------------------------------------
 def run(options: Options, log=print) -> dict:
     begin = time.monotonic()
@@ -688,6 +734,8 @@ def run(options: Options, log=print) -> dict:
         report["runs"][name] = result
     if "stock" in report["runs"]:
         report["ratios"] = compare(report["runs"]["ours"], report["runs"]["stock"])
+    if options.servers:
+        report["servers"] = bench_servers(models["ours"][0], options, corpus, log)
     report["load_end"] = load_average()
     report["total_s"] = round(time.monotonic() - begin, 1)
     write_report(report, options.out)
@@ -734,11 +782,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lever", action="append", default=[], choices=("sqlite-pool", "sqlite-normal"),
                         help="bench-only experiment in the servers (bench/levers/sitecustomize.py); repeatable")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--servers", default="1,2",
+                        help="Rasa servers behind nginx on PostgreSQL + Redis, e.g. 1,2 (\"\" or 0 skips it)")
     args = parser.parse_args(argv)
     options = Options(levels=parse_levels(args.levels), messages=args.messages, out=args.out, stock=not args.no_stock,
                       stock_epochs=args.stock_epochs or None, tracker=args.tracker, profile=not args.no_profile,
                       parse_samples=args.parse_samples, profile_messages=args.profile_messages,
-                      levers=tuple(args.lever))
+                      levers=tuple(args.lever),
+                      servers=tuple(n for n in parse_levels(args.servers) if n > 0) if args.servers.strip("0, ") else ())
     if options.levers:  # the in-process profile gets the same experiments as the servers
         import runpy
 

@@ -112,3 +112,55 @@ def test_a_standby_gateway_sends_nothing(pg_store, postgres_url, redis_url):
 def test_without_redis_every_copy_is_active(monkeypatch):
     monkeypatch.delenv("GUICHET_REDIS_URL", raising=False)
     assert Leadership("alone").hold()
+
+
+def test_two_telegram_gateway_processes_one_reads_and_the_other_takes_over(tmp_path, redis_url):
+    """Two copies of the Telegram gateway (two servers): one reads the bot's updates, the other
+    stands by; when the active one is killed, the standby answers the next message, once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.test_telegram import TOKEN, FakeBotApi, FakeRasa, message
+
+    fake = FakeBotApi()
+    rasa = FakeRasa([(200, [{"recipient_id": "x", "text": f"Réponse {n}"}]) for n in range(1, 4)])
+    database_url = f"sqlite:///{tmp_path / 'guichet.db'}"
+    TicketStore(database_url)  # migrated once, before both copies start
+    env = dict(os.environ, GUICHET_TELEGRAM_TOKEN=TOKEN, GUICHET_TELEGRAM_BASE_URL=fake.base_url,
+               GUICHET_DATABASE_URL=database_url, GUICHET_RASA_URL=rasa.url, GUICHET_REDIS_URL=redis_url,
+               GUICHET_VAR_DIR=str(tmp_path / "var"))
+    env.pop("GUICHET_TELEGRAM_CM_CHAT", None)
+    copies = []
+    try:
+        for number in range(2):
+            log = open(tmp_path / f"telegram-{number}.log", "wb")
+            copies.append(subprocess.Popen([sys.executable, "-m", "bot.channels.telegram"], env=env, stdout=log,
+                                           stderr=subprocess.STDOUT, start_new_session=True))
+            time.sleep(3 if number == 0 else 0)
+        fake.push({"message": message(4242, "bonjour")})
+        fake.wait_text(4242, "Réponse 1", timeout=60)
+        logs = lambda: [(tmp_path / f"telegram-{n}.log").read_text(errors="replace") for n in range(2)]  # noqa: E731
+        deadline = time.monotonic() + 30
+        while not any("une autre instance est active" in text for text in logs()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        standby = next(n for n, text in enumerate(logs()) if "une autre instance est active" in text)
+        active = 1 - standby
+        os.killpg(copies[active].pid, signal.SIGKILL)  # the active copy crashes
+        copies[active].wait(10)
+        fake.push({"message": message(4242, "vous êtes là ?")})
+        fake.wait_text(4242, "Réponse 2", timeout=60)
+        assert "prend le relais" in logs()[standby]
+        time.sleep(1)
+        assert fake.texts(4242) == ["Réponse 1", "Réponse 2"]  # each message answered once
+    finally:
+        for process in copies:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+        fake.close()
+        rasa.close()
