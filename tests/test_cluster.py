@@ -111,3 +111,13 @@ def test_soak_across_servers_with_a_rasa_and_an_action_server_killed(cluster):
     assert len(kills) == 2
     assert report.problems() == []
     assert report.messages_sent == 240 and report.tracker_events_doubled == 0 and report.tracker_events_missing == 0
+
+
+def test_guichet_stack_needs_postgresql(tmp_path):
+    from tests.conftest import cli_runner
+
+    run = cli_runner({"GUICHET_DATABASE_URL": f"sqlite:///{tmp_path / 'g.db'}", "GUICHET_VAR_DIR": str(tmp_path)})
+    result = run("stack", code=2)
+    assert "PostgreSQL" in result.output and "--throwaway-postgres" in result.output
+    assert "Nombre de serveurs" in run("stack", "--help").output
+    assert "1<=x<=16" in run("stack", "--rasa", "0", code=2).output
