@@ -99,6 +99,7 @@ class Cluster:
     def start(self) -> None:
         from bot import db
 
+        self.work_dir = Path(self.work_dir).resolve()
         self.work_dir.mkdir(parents=True, exist_ok=True)
         logs = self.work_dir / "logs"
         db.upgrade(self.database_url)

@@ -48,6 +48,7 @@ def start_redis(port: int, work_dir: Path) -> subprocess.Popen:
     """A Redis server on 127.0.0.1:``port``, in memory only (the lock store and shared counters
     are short-lived: nothing in Redis needs to survive a restart)."""
     binary = find_program("redis-server", REDIS_BINARIES, "redis-server")
+    work_dir = Path(work_dir).resolve()  # redis changes into --dir before opening its log file
     work_dir.mkdir(parents=True, exist_ok=True)
     log = work_dir / "redis.log"
     process = subprocess.Popen(
@@ -61,6 +62,7 @@ def start_redis(port: int, work_dir: Path) -> subprocess.Popen:
 def start_nginx(config: Path, work_dir: Path, port: int) -> subprocess.Popen:
     """nginx in the foreground with our configuration (``bot.proxy`` writes it)."""
     binary = find_program("nginx", NGINX_BINARIES, "nginx")
+    work_dir = Path(work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     (work_dir / "logs").mkdir(exist_ok=True)
     log = work_dir / "logs" / "error.log"
