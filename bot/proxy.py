@@ -45,7 +45,7 @@ http {
     proxy_set_header X-Forwarded-For $$proxy_add_x_forwarded_for;
     proxy_set_header X-Forwarded-Proto $$scheme;
     proxy_read_timeout 180s;  # a message may wait for its conversation's lock (up to 120 s)
-    proxy_connect_timeout 2s;
+    proxy_connect_timeout 30s;  # a busy server's accept queue: wait, never fail a message for it
 
 $upstreams
     server {
@@ -84,10 +84,14 @@ $upstreams
 
 def upstream(name: str, addresses: list[str]) -> str:
     """An upstream block; with no server, one that answers 502 at once (a part not started)."""
-    servers = "".join(f"        server {address} max_fails=1 fail_timeout=3s;\n" for address in addresses)
+    # max_fails=0: a slow server is never taken out (that turned a burst into "no live upstreams");
+    # a dead one refuses connections at once and the next server is tried.
+    servers = "".join(f"        server {address} max_fails=0;\n" for address in addresses)
     if not servers:
         servers = "        server 127.0.0.1:9 down;\n"
-    return f"    upstream {name} {{\n{servers}        keepalive 32;\n    }}\n"
+    # Idle connections kept open to the servers, closed before Sanic's own 5 s keep-alive ends (else
+    # a request sent on a connection the server is closing fails).
+    return f"    upstream {name} {{\n{servers}        keepalive 256;\n        keepalive_timeout 4s;\n    }}\n"
 
 
 def write_config(path: Path, work_dir: Path, listen: str, actions_listen: str, *, rasa: list[str],

@@ -233,7 +233,7 @@ def run_soak(stack, messages: int = 300, conversations: int = 30, seed: int = 6,
         for number, text in enumerate(texts):
             client_id = str(number)
             status, answers, attempts, body = 0, 0, 0, []
-            while attempts < 4:  # a retry reuses the message id: never handled twice
+            while attempts < 8:  # a retry reuses the message id: never handled twice
                 attempts += 1
                 try:
                     response = session.post(stack.chat_url, json={"sender": sender, "message": text,
@@ -244,7 +244,7 @@ def run_soak(stack, messages: int = 300, conversations: int = 30, seed: int = 6,
                         break
                 except requests.RequestException:
                     status = -1
-                time.sleep(1.0 * attempts)
+                time.sleep(min(10.0, 1.0 * attempts))
             answers = sum(1 for m in body if m.get("text"))
             with lock:
                 sent.append(Sent(sender, client_id, text, answers, status, attempts))

@@ -224,15 +224,15 @@ class GuichetRestInput(RestInput):
             cached = await asyncio.to_thread(shared.recall, f"answer:{message_id}")
             if cached is not None:
                 return cached
-            waited = False
             while not await asyncio.to_thread(shared.claim, f"inflight:{message_id}", server_id, INFLIGHT_TTL):
-                waited = True
                 elsewhere = await answered_elsewhere(message_id)
                 if elsewhere is not None:
                     for item in elsewhere:
                         item["recipient_id"] = item.get("recipient_id") or sender
                     return elsewhere
-            if waited and agent is not None:  # the server that had it died: had it finished?
+            # Ours now. A server that handled it may have died before answering (its claim lapsed,
+            # the retry came later): if the stored conversation holds the message, its answer stands.
+            if agent is not None:
                 replayed = await replay_answer(agent, sender, message_id)
                 if replayed is not None:
                     await asyncio.to_thread(shared.remember, f"answer:{message_id}", replayed, RESULT_TTL)
@@ -381,31 +381,40 @@ class GuichetRestInput(RestInput):
                         renewing = asyncio.ensure_future(keep_claim(message_id))
                 if earlier is not None:
                     return response.json(earlier)
-            future = asyncio.get_running_loop().create_future()
-            inflight[message_id] = future
-            try:
+            agent = getattr(request.app.ctx, "agent", None)
+
+            async def answer() -> list:
+                """The whole handling of the message, as a task of its own: a client or proxy that
+                hangs up (or a server timeout) does not stop it, and the claim shared with the other
+                servers is released only once the answer is known (else a retry elsewhere would
+                handle the message a second time while this one is still at it)."""
                 try:
-                    messages = await handle(sender, text, message_id, metadata, gateway or channel,
-                                            agent=getattr(request.app.ctx, "agent", None))
-                except Exception as exc:  # noqa: BLE001 - never a 500: the message is kept and the citizen told
-                    logger.error("unexpected error on a message of %s: %s", sender, type(exc).__name__)
-                    logger.debug("channel failure traceback", exc_info=True)
-                    await record(sender, text, message_id, metadata, gateway or channel)
-                    messages = [{"recipient_id": sender, "text": texts.technical_problem()}]
-                future.set_result(messages)
-            finally:
-                inflight.pop(message_id, None)
-                if not future.done():
-                    future.cancel()
-                if renewing is not None:
-                    renewing.cancel()
                     try:
-                        if future.done() and not future.cancelled():
-                            await asyncio.to_thread(shared.remember, f"answer:{message_id}", future.result(),
-                                                    RESULT_TTL)
-                        await asyncio.to_thread(shared.release, f"inflight:{message_id}")
-                    except Exception as exc:  # noqa: BLE001 - the marker expires by itself
-                        logger.warning("could not share the answer of %s: %s", sender, type(exc).__name__)
+                        return await handle(sender, text, message_id, metadata, gateway or channel, agent=agent)
+                    except Exception as exc:  # noqa: BLE001 - never a 500: the message is kept and the citizen told
+                        logger.error("unexpected error on a message of %s: %s", sender, type(exc).__name__)
+                        logger.debug("channel failure traceback", exc_info=True)
+                        await record(sender, text, message_id, metadata, gateway or channel)
+                        return [{"recipient_id": sender, "text": texts.technical_problem()}]
+                finally:
+                    inflight.pop(message_id, None)
+                    if renewing is not None:
+                        renewing.cancel()
+
+            async def share(finished: "asyncio.Task") -> None:
+                try:
+                    if not finished.cancelled() and finished.exception() is None:
+                        await asyncio.to_thread(shared.remember, f"answer:{message_id}", finished.result(),
+                                                RESULT_TTL)
+                    await asyncio.to_thread(shared.release, f"inflight:{message_id}")
+                except Exception as exc:  # noqa: BLE001 - the marker expires by itself
+                    logger.warning("could not share the answer of %s: %s", sender, type(exc).__name__)
+
+            job = asyncio.ensure_future(answer())
+            inflight[message_id] = job
+            if renewing is not None:
+                job.add_done_callback(lambda finished: asyncio.ensure_future(share(finished)))
+            messages = await asyncio.shield(job)
             if client_id is not None:
                 remember(message_id, messages)
             return response.json(messages)
