@@ -45,7 +45,8 @@ def _free_port() -> int:
 class Cluster:
     """``start()`` returns a SQLAlchemy URL; ``stop()`` stops the server and removes its folder."""
 
-    def __init__(self, bindir: Path | None = None, options: str = ""):
+    def __init__(self, bindir: Path | None = None, options: str = "", database: str = DATABASE):
+        self.database = database
         self.bindir = bindir or postgres_bindir()
         if self.bindir is None:
             raise ClusterError("No PostgreSQL server binaries (/usr/lib/postgresql/*/bin/initdb, pg_ctl): run "
@@ -93,9 +94,7 @@ class Cluster:
             self._fail("initdb failed.", result)
         for _attempt in range(5):  # the free port may be taken by someone else in between
             self.port = _free_port()
-            options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} {FAST_OPTIONS} {self.options}"
-            result = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
-                               "-t", "60", "-o", options, "start")
+            result = self._pg_ctl_start()
             if result.returncode == 0:
                 break
         else:
@@ -106,14 +105,31 @@ class Cluster:
         try:
             connection.autocommit = True
             with connection.cursor() as cursor:
-                cursor.execute(f"CREATE DATABASE {DATABASE} ENCODING 'UTF8' TEMPLATE template0")
+                cursor.execute(f"CREATE DATABASE {self.database} ENCODING 'UTF8' TEMPLATE template0")
         finally:
             connection.close()
         return self.url
 
     @property
     def url(self) -> str:
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{DATABASE}"
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{self.database}"
+
+    def _pg_ctl_start(self) -> subprocess.CompletedProcess:
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} {FAST_OPTIONS} {self.options}"
+        return self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
+                         "-t", "60", "-o", options, "start")
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data and port (the fault tests: the database goes away)."""
+        result = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop")
+        if result.returncode != 0:
+            self._fail("pg_ctl stop (pause) failed.", result)
+
+    def resume(self) -> None:
+        """Start it again after ``pause``, on the same port."""
+        result = self._pg_ctl_start()
+        if result.returncode != 0:
+            self._fail("pg_ctl start (resume) failed.", result)
 
     def stop(self) -> None:
         if self.data.joinpath("postmaster.pid").exists():

@@ -145,17 +145,9 @@ PG_DATABASE = "guichet_test"
 
 
 def _postgres_bindir() -> Path | None:
-    """The newest /usr/lib/postgresql/<version>/bin holding initdb and pg_ctl (Debian's layout)."""
-    import glob
+    from bot.pg_cluster import postgres_bindir
 
-    def version(path: str) -> tuple:
-        parts = Path(path).parent.name.split(".")
-        return tuple(int(p) if p.isdigit() else 0 for p in parts)
-
-    for bindir in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version, reverse=True):
-        if all(os.access(Path(bindir) / tool, os.X_OK) for tool in ("initdb", "pg_ctl", "postgres")):
-            return Path(bindir)
-    return None
+    return postgres_bindir()
 
 
 def _free_port() -> int:
@@ -166,85 +158,25 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-class _Cluster:
-    """initdb + pg_ctl in a temporary directory; as root, everything runs as the `postgres` user."""
+def _cluster_class():
+    """bot.pg_cluster.Cluster (initdb + pg_ctl in a temporary folder), whose errors end the test run
+    with what to install (pytest.fail) instead of a traceback."""
+    from bot import pg_cluster
 
-    def __init__(self, bindir: Path):
-        import tempfile
-
-        self.bindir = bindir
-        self.as_postgres: list[str] = []
-        if os.geteuid() == 0:  # the server refuses to run as root
-            import pwd
-            import shutil
-
+    class Cluster(pg_cluster.Cluster):
+        def __init__(self, bindir: Path):
             try:
-                account = pwd.getpwnam("postgres")
-            except KeyError:
-                pytest.fail("PostgreSQL tests: running as root but there is no `postgres` user to run the server "
-                            "as. Run `bash scripts/test-deps.sh` (installs the Debian package postgresql).",
-                            pytrace=False)
-            runuser = shutil.which("runuser")
-            if runuser is None:
-                pytest.fail("PostgreSQL tests: running as root and `runuser` is missing (util-linux).", pytrace=False)
-            self.as_postgres = [runuser, "-u", "postgres", "--"]
-            self.owner = (account.pw_uid, account.pw_gid)
-        else:
-            self.owner = None
-        # Short path (the socket's must fit in 107 bytes) that `postgres` can reach: /tmp when root.
-        self.root = Path(tempfile.mkdtemp(prefix="guichet-pg-", dir="/tmp" if self.owner else None))
-        self.data = self.root / "data"
-        self.log = self.root / "server.log"
-        self.port: int | None = None
-        if self.owner:
-            os.chown(self.root, *self.owner)
-        os.chmod(self.root, 0o700)
+                super().__init__(bindir, database=PG_DATABASE)
+            except pg_cluster.ClusterError as error:
+                pytest.fail(f"PostgreSQL tests: {error}", pytrace=False)
 
-    def _run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([*self.as_postgres, *args], cwd=self.root, capture_output=True, text=True,
-                              timeout=timeout, env={**os.environ, "LC_ALL": "C", "TZ": "UTC"})
+        def _fail(self, what: str, result=None) -> None:
+            try:
+                super()._fail(what, result)
+            except pg_cluster.ClusterError as error:
+                pytest.fail(f"PostgreSQL tests: {error}", pytrace=False)
 
-    def _fail(self, what: str, result: subprocess.CompletedProcess | None = None) -> None:
-        details = ""
-        if result is not None:
-            details += (result.stdout or "") + (result.stderr or "")
-        if self.log.exists():
-            details += "\n--- server log ---\n" + self.log.read_text(errors="replace")[-3000:]
-        self.stop()
-        pytest.fail(f"PostgreSQL tests: {what}\n{details.strip()}", pytrace=False)
-
-    def start(self) -> str:
-        result = self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
-                           "-E", "UTF8", "--locale=C", "--no-sync")
-        if result.returncode != 0:
-            self._fail("initdb failed.", result)
-        for _attempt in range(5):  # the free port may be taken by someone else in between
-            self.port = _free_port()
-            options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} "
-                       "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=100")
-            result = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
-                               "-t", "60", "-o", options, "start")
-            if result.returncode == 0:
-                break
-        else:
-            self._fail("pg_ctl start failed.", result)
-        import psycopg2
-
-        connection = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres")
-        try:
-            connection.autocommit = True
-            with connection.cursor() as cursor:
-                cursor.execute(f"CREATE DATABASE {PG_DATABASE} ENCODING 'UTF8' TEMPLATE template0")
-        finally:
-            connection.close()
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{PG_DATABASE}"
-
-    def stop(self) -> None:
-        import shutil
-
-        if self.data.joinpath("postmaster.pid").exists():
-            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "30", "stop")
-        shutil.rmtree(self.root, ignore_errors=True)
+    return Cluster
 
 
 @pytest.fixture(scope="session")
@@ -262,7 +194,7 @@ def postgres_url():
         pytest.fail("PostgreSQL tests: no server binaries (/usr/lib/postgresql/*/bin/initdb, pg_ctl). "
                     "Run `bash scripts/test-deps.sh` (or `make test-deps`), which installs the Debian package "
                     "postgresql, or set GUICHET_TEST_POSTGRES_URL to a throw-away database.", pytrace=False)
-    cluster = _Cluster(bindir)
+    cluster = _cluster_class()(bindir)
     try:
         url = cluster.start()
         yield url
@@ -303,23 +235,6 @@ def pg_store(postgres_url):
 
 
 # --- Faults: a PostgreSQL cluster the tests may stop and start, and the whole stack on it --------
-class _RestartableCluster(_Cluster):
-    """A throw-away cluster whose server can be stopped and started again (data and port kept)."""
-
-    def pause(self) -> None:
-        result = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop")
-        if result.returncode != 0:
-            self._fail("pg_ctl stop (pause) failed.", result)
-
-    def resume(self) -> None:
-        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=100")
-        result = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
-                           "-t", "60", "-o", options, "start")
-        if result.returncode != 0:
-            self._fail("pg_ctl start (resume) failed.", result)
-
-
 @pytest.fixture(scope="module")
 def restartable_postgres():
     """A PostgreSQL cluster of its own (``.url``, ``.pause()``, ``.resume()``) for the fault tests.
@@ -331,9 +246,9 @@ def restartable_postgres():
     bindir = _postgres_bindir()
     if bindir is None:
         pytest.fail("PostgreSQL tests: no server binaries. Run `bash scripts/test-deps.sh`.", pytrace=False)
-    cluster = _RestartableCluster(bindir)
+    cluster = _cluster_class()(bindir)  # .pause() and .resume() keep its data and port
     try:
-        cluster.url = cluster.start()
+        cluster.start()
         yield cluster
     finally:
         from bot import db
