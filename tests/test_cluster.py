@@ -121,3 +121,19 @@ def test_guichet_stack_needs_postgresql(tmp_path):
     assert "PostgreSQL" in result.output and "--throwaway-postgres" in result.output
     assert "Nombre de serveurs" in run("stack", "--help").output
     assert "1<=x<=16" in run("stack", "--rasa", "0", code=2).output
+
+
+def test_the_bench_with_one_and_two_rasa_servers_runs_reduced(model_path, tmp_path):
+    """``make bench``'s last part at a tiny size: both clusters start, every message is answered,
+    and the CPU a message is read for the Rasa and action servers."""
+    from bot.bench import Options, bench_servers, load_corpus, render_markdown
+
+    options = Options(out=tmp_path, servers=(1, 2), server_levels=(2,), messages=6, env=dict(SOAK_ENV))
+    results = bench_servers(model_path, options, load_corpus(), log=lambda line: None)
+    assert set(results) == {"1", "2"}
+    for result in results.values():
+        figures = result["levels"]["2"]
+        assert figures["messages"] >= 6 and figures["errors"] == 0  # whole conversations: 6 or a few more
+        assert figures["cpu_ms_per_msg"]["rasa"] > 0 and figures["cpu_ms_per_msg"]["action_servers"] > 0
+    table = render_markdown({"runs": {}, "servers": results})
+    assert "| 2 | 2 |" in table and "Several servers" in table
