@@ -101,7 +101,8 @@ def test_tokens_are_signed_and_unguessable():
     assert first != second and tokens.conversation(first).startswith("web-")
     prefix, visitor, signature = first.split(".")
     assert tokens.conversation(f"{prefix}.{visitor}x.{signature}") is None  # altered
-    assert tokens.conversation(f"{prefix}.{visitor}.{signature[:-1]}A") is None
+    # The first character: base64's last one carries bits that decoding may ignore.
+    assert tokens.conversation(f"{prefix}.{visitor}.{'B' if signature[0] == 'A' else 'A'}{signature[1:]}") is None
     assert VisitorTokens(b"another secret of 32 bytes......").conversation(first) is None  # forged elsewhere
     for bad in (None, "", "v1", "v1..", "v2.a.b", "x" * 300):
         assert tokens.conversation(bad) is None
