@@ -13,7 +13,7 @@ _DANGER = re.compile(
     r"odeur de gaz|\bsent\b.{0,15}\bgaz\b|fuite de gaz|\bgaz\b.*\b(?:fort|partout|odeur)"
     r"|(?:il y a|ya|y a|y'a)\s+(?:le |un )?feu\b(?! (?:rouge|tricolore|vert|orange|d'artifice|de signalisation|de circulation|clignotant|au lac|de la saint|de camp|pieton))"
     r"|(?<!bouche d')(?<!bouche d )(?<!bouche a )(?<!borne a )(?<!borne )(?<!borne d')(?<!poteau )(?<!poteau d')(?<!exercice )(?<!alarme )(?<!exercice d')(?<!alarme d')\bincendie\b(?! (?:de poubelle|eteint))|\ben feu\b|prend feu|a pris feu|\bflammes\b|beaucoup de fumee|fumee (?:noire|epaisse)"
-    r"|inconscient|ne respire plus|respire plus|fait un malaise|crise cardiaque|saigne beaucoup|gravement blesse"
+    r"|inconscient|ne respire plus|respire plus|fait un malaise|(?<!donne une )(?<!failli faire une )(?<!file une )crise cardiaque|saigne beaucoup|gravement blesse"
     r"|(?:cable|fil)s? electrique.{0,20}(?:a terre|par terre|tombe|arrache|etincel)|va s'effondrer|s'est effondre"
 )
 _VIOLENCE = re.compile(
@@ -22,7 +22,7 @@ _VIOLENCE = re.compile(
     r"|(?:enfant|gamin|bebe|petit|petite|fille|fils)\b.{0,40}\b(?:battu|maltraite|en danger|enferme|abandonne seul)|se fait (?:agresser|frapper|tabasser)|agression en cours"
 )
 _SUICIDE = re.compile(
-    r"suicid|me tuer\b|en finir\b|plus envie de vivre|envie de mourir|veux mourir|me foutre en l'air"
+    r"suicid|(?<!failli )(?<!manque de )me tuer\b|en finir\b(?! avec (?:cette|ce|cet|ces|mon|ma|mes|votre|vos|le|la|les) (?!vie\b))|plus envie de vivre|envie de mourir|veux mourir|me foutre en l'air"
     r"|mettre fin a mes jours|plus la force de vivre|a quoi bon vivre"
 )
 

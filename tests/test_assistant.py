@@ -93,6 +93,13 @@ def test_safety_net_catches_danger_but_not_traffic_lights():
                     "le poteau d'incendie est plié"):  # street furniture, not a fire
         assert danger_reason(hydrant) is None, hydrant
     assert danger_reason("un incendie dans l'immeuble") == "distress_danger"
+    # hyperboles and figures of speech the backstop no longer takes literally
+    assert danger_reason("j'ai failli me tuer sur le trottoir verglacé") is None
+    assert danger_reason("ma facture d'eau m'a donné une crise cardiaque 😱") is None
+    assert danger_reason("je veux en finir avec cette histoire de clôture") is None
+    assert danger_reason("il fait une crise cardiaque") == "distress_danger"
+    assert danger_reason("je veux en finir avec la vie") == "distress_suicide"
+    assert danger_reason("j'ai envie d'en finir avec tout ça") == "distress_suicide"
 
 
 def test_a_follow_up_on_the_same_service_does_not_make_a_second_ticket(assistant):

@@ -67,7 +67,8 @@ def test_an_unsure_danger_keeps_the_intent_and_is_marked_possible():
 def test_no_danger_changes_nothing():
     msg = message("la piscine ouvre à quelle heure ?", "faq_piscine")
     settled = component()._settle_danger(msg, danger(p_danger=0.01))
-    assert settled == {"level": "none", "reason": None, "probability": 0.01, "lexical": False}
+    assert settled == {"level": "none", "reason": None, "probability": 0.01, "whole": 0.01, "sentence": 0.0,
+                       "lexical": False}
     assert msg.get("intent")["name"] == "faq_piscine" and msg.get("intent_before_signals") is None
 
 

@@ -17,12 +17,14 @@ import re
 from typing import Any, Dict, List, Optional, Text
 
 import numpy as np
-from scipy.sparse import csr_matrix, vstack
+from scipy.sparse import csr_matrix, hstack, vstack
 
 from rasa.engine.recipes.default_recipe import DefaultV1Recipe
 from rasa.nlu.classifiers.logistic_regression_classifier import LogisticRegressionClassifier
 from rasa.shared.nlu.constants import TEXT, TEXT_TOKENS
 from rasa.shared.nlu.training_data.message import Message
+
+from bot.integrations.sentence_embedder import sentence_vectors
 
 _SENTENCE_END = re.compile(r"[.!?…;]+|\n+|\s-\s")
 # Intents that say what the citizen needs (small talk, thanks or a lone place do not).
@@ -49,7 +51,8 @@ def sentence_spans(text: str) -> List[tuple]:
 
 def sentence_features(message: Message, spans: List[tuple], min_tokens: int = 1) -> Optional[csr_matrix]:
     """One row per sentence: the sum of its tokens' sequence features (the columns of the
-    message's sentence features), or None when the message has no usable sequence features."""
+    message's sentence features), then the sentence's own vector when the pipeline has the
+    sentence embedder; None when the message has no usable sequence features."""
     tokens = message.get(TEXT_TOKENS) or []
     sequence = message.get_sparse_features(attribute=TEXT)[0]
     if sequence is None or not tokens:
@@ -58,12 +61,17 @@ def sentence_features(message: Message, spans: List[tuple], min_tokens: int = 1)
     if rows.shape[0] != len(tokens):
         return None
     starts = np.array([t.start for t in tokens])
-    segments = []
+    segments, kept = [], []
     for start, end in spans:
         index = np.nonzero((starts >= start) & (starts < end))[0]
         if len(index) >= min_tokens:
             segments.append(csr_matrix(rows[index].sum(axis=0)))
-    return vstack(segments).tocsr() if segments else None
+            kept.append((start, end))
+    if not segments:
+        return None
+    counts = vstack(segments).tocsr()
+    vectors = sentence_vectors(message, kept)
+    return counts if vectors is None else hstack([counts, csr_matrix(vectors)]).tocsr()
 
 
 @DefaultV1Recipe.register(DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER, is_trainable=True)

@@ -277,7 +277,8 @@ class SignalClassifier(GraphComponent):
         if level == "urgent" and name not in DANGER_BY_INTENT:
             self._replace_intent(message, {"name": INTENT_BY_DANGER[reason], "confidence": round(p_danger, 4)})
         return {"level": level, "reason": reason if level != NONE else None,
-                "probability": round(p_danger, 4), "lexical": bool(lexical)}
+                "probability": round(p_danger, 4), "whole": round(p_whole, 4),
+                "sentence": round(p_sentence, 4), "lexical": bool(lexical)}
 
     def _settle_elsewhere(self, message: Message, probability: float) -> float:
         """A question or report about another commune: the other_town intent (never our facts)."""
