@@ -16,6 +16,9 @@ pytestmark = pytest.mark.slow
     ("ma voisine de 88 ans, on ne l'a pas vue depuis cinq jours, son courrier déborde et elle ne répond pas",
      "distress_danger"),
     ("je ne vois plus l'intérêt de continuer, tout le monde serait mieux sans moi", "distress_suicide"),
+    ("depuis hier soir on a tous mal au crâne et mon fils vomit, on chauffe la pièce avec un vieux poêle à pétrole",
+     "distress_danger"),
+    ("I just don't see the point of going on anymore, nobody would even notice if I was gone", "distress_suicide"),
 ])
 def test_danger_told_without_the_usual_words_gets_the_emergency_numbers(stack, sender, tickets, text, reason):
     replies = say(stack, sender, text)
@@ -27,6 +30,8 @@ def test_danger_told_without_the_usual_words_gets_the_emergency_numbers(stack, s
 @pytest.mark.parametrize("text, queue", [
     ("le feu piéton du carrefour de la Poste ne passe plus au vert", "voirie"),
     ("mdr trop bien la fête de la musique hier soir, c'était mortel 😂", None),
+    ("j'ai failli me tuer ce matin sur le trottoir gelé de la rue des Écoles, personne n'a salé", "voirie"),
+    ("nickel, j'ai eu ma réponse, à plus !", None),
 ])
 def test_look_alikes_are_not_an_emergency(stack, sender, tickets, text, queue):
     replies = say(stack, sender, text)
