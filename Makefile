@@ -26,7 +26,7 @@ eval: train
 
 # The held-out sets written blind (README "What the assistant understands"): JSON in var/eval-*.json
 eval-heldout: train
-	@for set in blind_page_comments blind_private_messages danger_tuning; do \
+	@for set in blind_page_comments blind_private_messages blind_round2 blind_round3 blind_round4 danger_tuning; do \
 		echo "== $$set"; $(GUICHET) eval tests/cases/$$set.yml --json var/eval-$$set.json | grep -v "^FAIL"; done
 
 stories: train
