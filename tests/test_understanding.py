@@ -4,6 +4,7 @@ style, other towns, English, and follow-ups that use the conversation."""
 from __future__ import annotations
 
 import pytest
+import requests
 
 from test_integration import say, sender, tickets  # noqa: F401 - the same client and fixtures
 
@@ -107,3 +108,25 @@ def test_a_detail_just_after_a_ticket_is_added_to_it(stack, sender, tickets):
     assert any(ticket.reference in r for r in replies)
     assert "profond" in tickets.get(ticket.id).summary
     assert any("Bonne journée" in r or "plaisir" in r for r in say(stack, sender, "merci beaucoup"))
+
+
+def parse(stack, text: str) -> dict:
+    response = requests.post(f"{stack.rasa_url}/model/parse", json={"text": text}, timeout=60)
+    response.raise_for_status()
+    return response.json()
+
+
+def test_a_plain_question_is_read_without_the_sentence_vector_and_a_doubtful_one_with_it(stack):
+    plain = parse(stack, "la mairie est ouverte le samedi matin ?")
+    assert plain["intent"]["name"] == "faq_horaires_mairie"
+    assert plain["signals"]["sentence_vector"] is False and plain["signals"]["danger"]["level"] == "none"
+    # Danger told without the usual words: the count-only heads see a trace of it, so the message
+    # is read again with its vector, and it is an emergency.
+    doubtful = parse(stack, "ça fait quatre jours que ma voisine âgée n'ouvre plus ses volets et ne répond pas")
+    assert doubtful["signals"]["sentence_vector"] is True
+    assert doubtful["signals"]["danger"]["level"] == "urgent"
+    # A long story is always read with its vectors (its sentences are read one by one).
+    story = parse(stack, "Bonjour, hier soir en rentrant du travail avec mes deux enfants on est passés par le "
+                         "parc, il faisait déjà nuit et on a vu plein de choses. Bref, la piscine est-elle "
+                         "ouverte dimanche matin ?")
+    assert story["signals"]["sentence_vector"] is True and story["intent"]["name"] == "faq_piscine"

@@ -12,6 +12,12 @@ The vector is L2-normalised and multiplied by ``scale``: the counts beside it ar
 unit vector would be drowned by them under the same regularisation. Long messages are also read
 sentence by sentence (``bot/integrations/need_focused_classifier.py``): their sentences' vectors
 are computed on demand by ``sentence_vectors``, once per message.
+
+The vector costs about 1 ms of CPU per token, more than the rest of the reading. So with ``lazy``
+(the default) a message being answered is not embedded here: the classifiers after it first read
+it from its words alone, with models trained on the counts only, and ask for the vector
+(``ensure_vector``) only when one of them is unsure — most short questions are read without it.
+Training examples are always embedded.
 """
 from __future__ import annotations
 
@@ -26,13 +32,15 @@ from rasa.engine.recipes.default_recipe import DefaultV1Recipe
 from rasa.engine.storage.resource import Resource
 from rasa.engine.storage.storage import ModelStorage
 from rasa.nlu.featurizers.dense_featurizer.dense_featurizer import DenseFeaturizer
-from rasa.shared.nlu.constants import TEXT
+from rasa.shared.nlu.constants import FEATURE_TYPE_SENTENCE, TEXT
+from rasa.shared.nlu.training_data.features import Features
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
 logger = logging.getLogger(__name__)
 
 _SENTENCE_VECTORS = "sentence_vectors"  # per-message cache: {(start, end): vector}
+_PENDING = "sentence_vector_pending"  # the scale of a vector not computed yet (lazy embedder)
 ORIGIN = "sentence_vector"  # the features' origin (the featurizer's alias)
 
 
@@ -43,9 +51,20 @@ def _engine(threads: int) -> Any:
     return E5(num_threads=threads)
 
 
+def _limit_threads(engine: Any, threads: int) -> None:
+    """Hold the engine's OpenMP to ``threads``. E5(num_threads=...) only sets OMP_NUM_THREADS, which
+    OpenMP ignores once another library of the process has started it (Rasa's always has): the
+    engine then ran on every core, ~20 % more CPU a message than on one, taken from the other
+    conversations. omp_set_num_threads holds for the calling thread, so it is called every time."""
+    set_threads = getattr(getattr(engine, "_lib", None), "omp_set_num_threads", None)
+    if set_threads is not None:
+        set_threads(int(threads))
+
+
 def embed(texts: Sequence[str], scale: float, threads: int = 1, batch: int = 64) -> np.ndarray:
     """(len(texts), 384) float32: each text's unit sentence vector times ``scale``."""
     engine = _engine(threads)
+    _limit_threads(engine, threads)
     rows = []
     for start in range(0, len(texts), batch):
         vectors = np.asarray(engine.query(list(texts[start:start + batch])), dtype=np.float32)
@@ -60,6 +79,26 @@ def message_vector(message: Message) -> Optional[np.ndarray]:
                 and features.origin == ORIGIN:
             return np.asarray(features.features).reshape(-1)
     return None
+
+
+def vector_pending(message: Message) -> bool:
+    """Whether the message's vector can still be computed (the pipeline has a lazy embedder)."""
+    return message_vector(message) is None and message.get(_PENDING) is not None
+
+
+def ensure_vector(message: Message) -> bool:
+    """Compute the message's vector now if the lazy embedder left it for later; whether it has one."""
+    if message_vector(message) is not None:
+        return True
+    scale = message.get(_PENDING)
+    if scale is None or not message.get(TEXT):
+        return False
+    _add_vector(message, embed([message.get(TEXT)], float(scale))[0])
+    return True
+
+
+def _add_vector(message: Message, vector: np.ndarray) -> None:
+    message.add_features(Features(vector.reshape(1, -1), FEATURE_TYPE_SENTENCE, TEXT, ORIGIN))
 
 
 def sentence_vectors(message: Message, spans: List[tuple]) -> Optional[np.ndarray]:
@@ -91,6 +130,8 @@ class SentenceEmbedder(DenseFeaturizer, GraphComponent):
             "scale": 10.0,
             # OpenMP threads of the engine: 1, since the server already runs messages side by side
             "threads": 1,
+            # at inference, compute the vector only when a classifier after this one asks for it
+            "lazy": True,
         }
 
     def __init__(self, config: Dict[Text, Any], name: Text) -> None:
@@ -107,18 +148,22 @@ class SentenceEmbedder(DenseFeaturizer, GraphComponent):
             raise ValueError("SentenceEmbedder: scale must be positive")
 
     def _featurize(self, messages: List[Message]) -> None:
-        todo = [m for m in messages if m.get(TEXT)]
+        todo = [m for m in messages if m.get(TEXT) and message_vector(m) is None]
         if not todo:
             return
         vectors = embed([m.get(TEXT) for m in todo], self._config["scale"], int(self._config["threads"]))
         for message, vector in zip(todo, vectors):
-            self.add_features_to_message(sequence=None, sentence=vector.reshape(1, -1),
-                                         attribute=TEXT, message=message)
+            _add_vector(message, vector)
 
     def process_training_data(self, training_data: TrainingData) -> TrainingData:
         self._featurize(training_data.training_examples)
         return training_data
 
     def process(self, messages: List[Message]) -> List[Message]:
-        self._featurize(messages)
+        if not self._config["lazy"]:
+            self._featurize(messages)
+            return messages
+        for message in messages:
+            if message.get(TEXT) and message_vector(message) is None:
+                message.set(_PENDING, float(self._config["scale"]))
         return messages

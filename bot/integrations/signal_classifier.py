@@ -23,6 +23,13 @@ false alarms). Between ``possible_threshold`` and ``urgent_threshold`` the messa
 intent and is marked ``possible`` danger: the action server adds the emergency line to the
 normal answer and tells the community manager. The lexical net of ``bot.safety`` stays as a
 backstop. The decision is in ``parse_data["signals"]``.
+
+Like the intent classifier, each head is trained twice, over all the features and over the word
+and n-gram counts alone. A message the intent classifier read without its sentence vector is read
+by the count-only heads first; the vector is computed, and every head reads the message again
+with it, as soon as one of them is unsure: some danger (``fast_danger_floor``; for a message long
+enough to be searched sentence by sentence, the same trace as for that search), or a language,
+another town or — for a ticket — a kind read with less than ``fast_confidence``.
 """
 from __future__ import annotations
 
@@ -41,7 +48,8 @@ from rasa.shared.nlu.constants import INTENT, METADATA, METADATA_EXAMPLE, METADA
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
-from bot.integrations.need_focused_classifier import sentence_features, sentence_spans
+from bot.integrations.need_focused_classifier import count_features, sentence_features, sentence_spans
+from bot.integrations.sentence_embedder import ensure_vector, vector_pending
 from bot.safety import danger_reason as lexical_danger_reason
 
 logger = logging.getLogger(__name__)
@@ -55,6 +63,8 @@ COMPLAINT_INTENTS = ("complaint_general", "council_opinion")
 KINDS = ("report", "request", "complaint")
 HEADS = ("danger", "kind", "language", "elsewhere")
 OTHER_TOWN = "other_town"
+# Intents whose ticket takes the learned kind (its reading must be sure to skip the vector).
+_TAKES_A_KIND = ("ticket_", "complaint_general", "council_opinion")
 # Intents an "elsewhere" reading may replace: an answer with our facts, a ticket for our services.
 _ANSWERS_WITH_OUR_FACTS = ("faq_", "ticket_", "out_of_scope", "nlu_fallback", "inform_")
 
@@ -121,11 +131,19 @@ class SignalClassifier(GraphComponent):
             # or above which a message about our facts is read as about another town
             "elsewhere_class_weight": 10.0,
             "elsewhere_threshold": 0.5,
+            # a message read without its sentence vector keeps the count-only heads' reading when
+            # its danger probability is below fast_danger_floor (below sentence_whole_floor for a
+            # message long enough to be searched sentence by sentence) and its language, other
+            # town and kind (tickets) are read with at least fast_confidence; else it is read
+            # again with the vector
+            "fast_danger_floor": 0.1,
+            "fast_confidence": 0.8,
         }
 
     def __init__(self, config: Dict[Text, Any], model_storage: ModelStorage, resource: Resource) -> None:
         self.config = {**self.get_default_config(), **config}
         self.heads: Dict[str, Any] = {}
+        self.fast_heads: Dict[str, Any] = {}
         self._model_storage = model_storage
         self._resource = resource
 
@@ -153,6 +171,7 @@ class SignalClassifier(GraphComponent):
         if not examples:
             return self._resource
         X = self._features(examples)
+        counts = count_features(examples)
         for head in HEADS:
             labels = [training_label(head, e) for e in examples]
             rows = [i for i, label in enumerate(labels) if label is not None]
@@ -160,13 +179,19 @@ class SignalClassifier(GraphComponent):
             if len(classes) < 2:
                 logger.debug("signal head %s: fewer than two labels, not trained", head)
                 continue
-            clf = LogisticRegression(C=self.config["C"], max_iter=self.config["max_iter"],
-                                     class_weight=self._class_weight(head, classes), random_state=42)
-            clf.fit(X[rows], [labels[i] for i in rows])
-            clf.coef_ = np.asfortranarray(clf.coef_)  # contiguous transpose at prediction
-            self.heads[head] = clf
+            y = [labels[i] for i in rows]
+            self.heads[head] = self._fit(LogisticRegression, head, classes, X[rows], y)
+            if counts.shape[1] < X.shape[1]:
+                self.fast_heads[head] = self._fit(LogisticRegression, head, classes, counts[rows], y)
         self.persist()
         return self._resource
+
+    def _fit(self, model: Any, head: str, classes: set, X: csr_matrix, y: List[str]) -> Any:
+        clf = model(C=self.config["C"], max_iter=self.config["max_iter"],
+                    class_weight=self._class_weight(head, classes), random_state=42)
+        clf.fit(X, y)
+        clf.coef_ = np.asfortranarray(clf.coef_)  # contiguous transpose at prediction
+        return clf
 
     def _class_weight(self, head: str, classes: set) -> Any:
         weight = self.config.get(f"{head}_class_weight", "balanced")
@@ -180,6 +205,8 @@ class SignalClassifier(GraphComponent):
 
         with self._model_storage.write_to(self._resource) as model_dir:
             sio.dump(self.heads, model_dir / "signal_heads.skops")
+            if self.fast_heads:
+                sio.dump(self.fast_heads, model_dir / "signal_heads_fast.skops")
 
     @classmethod
     def load(cls, config: Dict[Text, Any], model_storage: ModelStorage, resource: Resource,
@@ -191,17 +218,21 @@ class SignalClassifier(GraphComponent):
             with model_storage.read_from(resource) as model_dir:
                 path = model_dir / "signal_heads.skops"
                 heads = sio.load(path, trusted=sio.get_untrusted_types(file=path))
+                fast_path = model_dir / "signal_heads_fast.skops"
+                fast_heads = sio.load(fast_path, trusted=sio.get_untrusted_types(file=fast_path)) \
+                    if fast_path.exists() else {}
         except (ValueError, FileNotFoundError):
             logger.debug("signal heads not found in the model: no learned signals")
             return component
-        for clf in heads.values():
+        for clf in [*heads.values(), *fast_heads.values()]:
             clf.coef_ = np.asfortranarray(clf.coef_)
         component.heads = heads
+        component.fast_heads = fast_heads
         return component
 
     # --- prediction ----------------------------------------------------------------------------
-    def _probabilities(self, head: str, X: csr_matrix) -> List[Dict[str, float]]:
-        clf = self.heads.get(head)
+    def _probabilities(self, head: str, X: csr_matrix, heads: Optional[Dict[str, Any]] = None) -> List[Dict[str, float]]:
+        clf = (self.heads if heads is None else heads).get(head)
         if clf is None:
             return [{} for _ in range(X.shape[0])]
         probas = clf.predict_proba(X)
@@ -211,13 +242,16 @@ class SignalClassifier(GraphComponent):
         messages_with_text = [m for m in messages if m.get(TEXT)]
         if not messages_with_text:
             return messages
-        X = self._features(messages_with_text)
-        predictions = {head: self._probabilities(head, X) for head in HEADS}
-        for index, message in enumerate(messages_with_text):
-            danger = predictions["danger"][index]
-            kind = predictions["kind"][index]
-            language = predictions["language"][index]
-            elsewhere = predictions["elsewhere"][index].get("elsewhere", 0.0)
+        for message in messages_with_text:
+            predictions = self._fast_reading(message)
+            if predictions is None:
+                ensure_vector(message)
+                X = self._features([message])
+                predictions = {head: self._probabilities(head, X)[0] for head in HEADS}
+            danger = predictions["danger"]
+            kind = predictions["kind"]
+            language = predictions["language"]
+            elsewhere = predictions["elsewhere"].get("elsewhere", 0.0)
             signals = {
                 "danger": self._settle_danger(message, danger),
                 "elsewhere": self._settle_elsewhere(message, elsewhere),
@@ -225,9 +259,28 @@ class SignalClassifier(GraphComponent):
                 "kind_probabilities": {k: round(v, 4) for k, v in kind.items()},
                 "language": max(language, key=language.get) if language else "fr",
                 "english": round(language.get("en", 0.0), 4),
+                "sentence_vector": not vector_pending(message),
             }
             message.set(SIGNALS, signals, add_to_output=True)
         return messages
+
+    def _fast_reading(self, message: Message) -> Optional[Dict[str, Dict[str, float]]]:
+        """The count-only heads' reading of a message the intent classifier read without its
+        vector, when every head that matters is sure of it; else None (read it with the vector)."""
+        if not self.fast_heads or not vector_pending(message):
+            return None
+        X = count_features([message])
+        reading = {head: self._probabilities(head, X, self.fast_heads)[0] for head in HEADS}
+        sure = self.config["fast_confidence"]
+        short = len(message.get(TEXT_TOKENS) or []) < self.config["sentence_message_tokens"]
+        floor = self.config["fast_danger_floor"] if short else self.config["sentence_whole_floor"]
+        if reading["danger"] and 1.0 - reading["danger"].get(NONE, 1.0) >= floor:
+            return None
+        name = (message.get(INTENT) or {}).get("name") or ""
+        heads_that_matter = ["language", "elsewhere"] + (["kind"] if name.startswith(_TAKES_A_KIND) else [])
+        if any(reading[head] and max(reading[head].values()) < sure for head in heads_that_matter):
+            return None
+        return reading
 
     def _sentence_danger(self, message: Message) -> Dict[str, float]:
         """In a long message the danger head also reads each sentence alone ("…et en passant devant
@@ -236,6 +289,7 @@ class SignalClassifier(GraphComponent):
         if len(spans) < 2 or "danger" not in self.heads \
                 or len(message.get(TEXT_TOKENS) or []) < self.config["sentence_message_tokens"]:
             return {}
+        ensure_vector(message)  # the full head reads the sentences with their vectors
         rows = sentence_features(message, spans, min_tokens=self.config["sentence_min_tokens"])
         if rows is None:
             return {}
